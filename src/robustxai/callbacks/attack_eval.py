@@ -1,0 +1,74 @@
+"""Runs an attack on every test batch and reports robust accuracy, with an image grid of examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+from torchmetrics import MaxMetric, MeanMetric
+from torchvision.utils import make_grid, save_image
+
+from robustxai.attacks.base import Attack
+
+
+class AttackEvaluation(L.Callback):
+    """Attack each test batch with ``attack``; log ``test/robust_acc/<name>``.
+
+    Also logs the largest L-inf and L2 distance of any adversarial example from its clean image
+    (``test/max_linf/<name>``, ``test/max_l2/<name>``), so the budget can be checked from the
+    results, and saves a PNG grid (clean row, adversarial row, amplified perturbation row) of the
+    first ``grid_images`` test images to ``<output_dir>/images/<name>.png`` (and to W&B if used).
+    """
+
+    def __init__(self, name: str, attack: Attack, output_dir: str | Path | None = None,
+                 grid_images: int = 16) -> None:
+        super().__init__()
+        self.name, self.attack = name, attack
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.grid_images = grid_images
+        self.grid_path: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.robust_acc = MeanMetric().to(pl_module.device)
+        self.max_linf = MaxMetric().to(pl_module.device)
+        self.max_l2 = MaxMetric().to(pl_module.device)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for metric in (self.robust_acc, self.max_linf, self.max_l2):
+            metric.reset()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                          batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        x_adv = self.attack(pl_module.model, x, y)
+        with torch.no_grad():
+            correct = pl_module.model(x_adv).argmax(dim=1) == y
+        delta = (x_adv - x).flatten(1)
+        self.robust_acc.update(correct.float())
+        self.max_linf.update(delta.abs().amax(dim=1))
+        self.max_l2.update(delta.norm(dim=1))
+        if batch_idx == 0 and trainer.is_global_zero and self.grid_images > 0:
+            self._save_grid(trainer, x[: self.grid_images], x_adv[: self.grid_images])
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log(f"test/robust_acc/{self.name}", self.robust_acc.compute())
+        pl_module.log(f"test/max_linf/{self.name}", self.max_linf.compute())
+        pl_module.log(f"test/max_l2/{self.name}", self.max_l2.compute())
+
+    def _save_grid(self, trainer: L.Trainer, x: Tensor, x_adv: Tensor) -> None:
+        delta = x_adv - x
+        scale = delta.abs().amax().clamp_min(1e-12)
+        rows = torch.cat([x, x_adv, 0.5 + 0.5 * delta / scale]).detach().cpu()
+        grid = make_grid(rows, nrow=len(x), padding=2, pad_value=1.0)
+        if self.output_dir is not None:
+            self.grid_path = self.output_dir / "images" / f"{self.name}.png"
+            self.grid_path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(grid, self.grid_path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"test/examples/{self.name}", images=[grid],
+                                 caption=["rows: clean, adversarial, perturbation (rescaled)"])

@@ -1,0 +1,112 @@
+"""Building blocks shared by the train and eval tasks: config -> components, results on disk."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from robustxai.callbacks import AttackEvaluation
+from robustxai.data.base import TensorDataModule
+from robustxai.utils.checkpoint import AtomicCheckpointIO
+from robustxai.utils.config import ConfigError, instantiate, validate_config
+
+log = logging.getLogger("robustxai")
+
+
+def prepare(cfg: DictConfig) -> Path:
+    """Validate the whole config, seed everything, and return the run directory."""
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def build_datamodule(cfg: DictConfig) -> TensorDataModule:
+    return instantiate(cfg.data, "data")
+
+
+def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> nn.Module:
+    """Instantiate ``cfg.model``, filling in the data's shape and class count where the model takes them."""
+    channels, size, _ = datamodule.input_shape
+    implied = {"in_channels": channels, "num_classes": datamodule.num_classes, "input_size": size}
+    params = inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
+    extra = {k: v for k, v in implied.items() if k in params and k not in cfg.model}
+    model = instantiate(cfg.model, "model", **extra)
+    if cfg.get("compile", False):
+        model = torch.compile(model)
+    return model
+
+
+def build_attack_callbacks(cfg: DictConfig, output_dir: Path) -> list[AttackEvaluation]:
+    """One :class:`AttackEvaluation` per entry of ``cfg.attack`` (built now, so bad values fail early)."""
+    attacks = cfg.get("attack") or {}
+    return [AttackEvaluation(name, instantiate(node, f"attack.{name}"), output_dir=output_dir)
+            for name, node in attacks.items()]
+
+
+def build_components(cfg: DictConfig, group: str) -> list[Any]:
+    return [instantiate(node, f"{group}.{name}") for name, node in (cfg.get(group) or {}).items()]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+                       plugins=[AtomicCheckpointIO()])
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the resolved config to every logger (W&B shows it as the run config)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+
+def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+            if isinstance(v, (torch.Tensor, float, int)) and torch.as_tensor(v).numel() == 1}
+
+
+def write_results(output_dir: Path, metrics: dict[str, float], **extra: Any) -> Path:
+    """Write ``results.json`` (every metric plus run facts) atomically into the run directory."""
+    path = output_dir / "results.json"
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"metrics": clean, **extra}, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+@contextmanager
+def task_context(task: str) -> Iterator[dict[str, Any]]:
+    """Times the task, logs failures, and always closes the W&B run so multirun jobs stay separate."""
+    info: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    start = time.perf_counter()
+    try:
+        yield info
+    except ConfigError:
+        raise
+    except Exception:
+        log.exception("%s failed", task)
+        raise
+    finally:
+        info["wall_time_s"] = round(time.perf_counter() - start, 2)
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+        except ImportError:
+            pass

@@ -1,0 +1,60 @@
+"""The train task: fit a method on a dataset, then (optionally) test it under the configured attacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
+                                    build_trainer, log, log_config, prepare, scalar_metrics, task_context,
+                                    write_results)
+from robustxai.utils.config import ConfigError, instantiate
+
+
+def resolve_resume(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``null``: resume from ``<run dir>/checkpoints/last.ckpt`` if it exists; ``last``: it must exist."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None:
+        if last.exists():
+            log.info("Resuming from %s", last)
+            return str(last)
+        return None
+    if ckpt_path == "last":
+        if not last.exists():
+            raise ConfigError(f"`ckpt_path=last` but {last} does not exist. Point hydra.run.dir at the run "
+                              f"directory to resume (outputs/<task>/runs/<time>), or pass a checkpoint path.")
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"`ckpt_path`: {ckpt_path} does not exist")
+    return ckpt_path
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run training (and testing) for a composed config; returns the final metrics."""
+    with task_context("train") as info:
+        output_dir = prepare(cfg)
+        datamodule = build_datamodule(cfg)
+        model = build_model(cfg, datamodule)
+        method = instantiate(cfg.method, "method", model=model)
+        attack_callbacks = build_attack_callbacks(cfg, output_dir) if cfg.test else []
+        loggers = build_components(cfg, "logger")
+        trainer = build_trainer(cfg, build_components(cfg, "callbacks") + attack_callbacks, loggers)
+        log_config(loggers, cfg)
+        if trainer.is_global_zero:
+            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+        if cfg.train:
+            trainer.fit(method, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, output_dir))
+        metrics = scalar_metrics(trainer)
+        if cfg.test:
+            trainer.test(method, datamodule=datamodule, verbose=trainer.is_global_zero)
+            metrics.update(scalar_metrics(trainer))
+
+    if trainer.is_global_zero:
+        checkpoint = trainer.checkpoint_callback
+        write_results(output_dir, metrics, task="train", **info,
+                      best_checkpoint=getattr(checkpoint, "best_model_path", None) or None,
+                      last_checkpoint=getattr(checkpoint, "last_model_path", None) or None,
+                      images={cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path})
+    return metrics
