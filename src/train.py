@@ -1,6 +1,7 @@
 """Train a model: python src/train.py method=pgd_at data=mnist  (config tree in conf/, see README)."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,8 +13,12 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from robustxai.tasks import train
+    from robustxai.errors import UserError
 
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except UserError as err:
+        sys.exit(f"Error: {err}")
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

@@ -18,10 +18,10 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
         raise ValueError(f"{name} must be {bound}, got {value}")
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
+        raise ValueError(f"{name} must be <= {high:g}, got {value}")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

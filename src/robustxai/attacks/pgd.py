@@ -82,7 +82,7 @@ class PGD(Attack):
         if self.norm == "linf":
             delta = torch.clamp(delta, -self.eps, self.eps)
         else:
-            norms = _per_example_norm(delta)
+            norms = _per_example_norm(delta).clamp_min(1e-12)  # a zero delta stays zero (no 0/0)
             delta = delta * torch.clamp(self.eps / norms, max=1.0)
         return torch.clamp(x + delta, *self.box)
 

@@ -21,7 +21,8 @@ from torch import nn
 from robustxai.callbacks import AttackEvaluation
 from robustxai.data.base import TensorDataModule
 from robustxai.utils.checkpoint import AtomicCheckpointIO
-from robustxai.utils.config import ConfigError, instantiate, validate_config
+from robustxai.errors import ConfigError
+from robustxai.utils.config import instantiate, validate_config
 
 log = logging.getLogger("robustxai")
 

@@ -9,7 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
                                     build_trainer, log, log_config, prepare, scalar_metrics, task_context,
                                     write_results)
-from robustxai.utils.config import ConfigError, instantiate
+from robustxai.errors import ConfigError
+from robustxai.utils.config import instantiate
 
 
 def resolve_resume(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -10,9 +10,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or does not fit the configured model."""
+from robustxai.errors import CheckpointError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

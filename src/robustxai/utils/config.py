@@ -14,9 +14,7 @@ from typing import Any, Iterator, Literal, Union, get_args, get_origin
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and says how to fix it."""
+from robustxai.errors import ConfigError
 
 
 def iter_target_nodes(node: Any, key: str = "") -> Iterator[tuple[str, DictConfig]]:
