@@ -35,6 +35,7 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.train_acc, self.val_acc, self.test_acc = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # the best-so-far survives a resume
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -53,9 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(scalar_metrics(trainer))
 
     if trainer.is_global_zero:
-        checkpoint = trainer.checkpoint_callback
+        last = output_dir / "checkpoints" / "last.ckpt"
         write_results(output_dir, metrics, task="train", **info,
-                      best_checkpoint=getattr(checkpoint, "best_model_path", None) or None,
-                      last_checkpoint=getattr(checkpoint, "last_model_path", None) or None,
+                      best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
+                      last_checkpoint=str(last) if last.exists() else None,
                       images={cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path})
     return metrics

@@ -1,0 +1,64 @@
+"""End to end through the command line: train then eval, and a training run killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tests.conftest import ROOT, run_cli
+
+FAST = ["data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu", "attack.pgd.steps=5"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())["metrics"]
+
+
+def test_train_then_eval_end_to_end(tmp_path):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    run_cli("train", *FAST, "method=pgd_at", "method.attack.steps=3", f"hydra.run.dir={train_dir}")
+    trained = results(train_dir)
+    assert {"train/loss", "val/acc", "test/acc", "test/robust_acc/pgd"} <= set(trained)
+    assert (train_dir / "checkpoints" / "last.ckpt").exists() and (train_dir / "images" / "pgd.png").exists()
+    assert (train_dir / "csv" / "version_0" / "metrics.csv").exists()
+
+    ckpt = train_dir / "checkpoints" / "last.ckpt"
+    run_cli("eval", "data=digits", f"ckpt_path={ckpt}", "attack=[pgd,fgsm,pgd_l2]", "attack.pgd.steps=5",
+            "attack.pgd.random_start=false", f"hydra.run.dir={eval_dir}")
+    evaluated = results(eval_dir)
+    assert evaluated["test/acc"] == trained["test/acc"]  # the same weights on the same test split
+    for name in ("pgd", "fgsm", "pgd_l2"):
+        assert 0.0 <= evaluated[f"test/robust_acc/{name}"] <= evaluated["test/acc"]
+        assert (eval_dir / "images" / f"{name}.png").exists()
+    assert evaluated["test/max_linf/pgd"] <= 0.2 + 1e-6 and evaluated["test/max_l2/pgd_l2"] <= 1.5 + 1e-5
+
+
+def test_eval_of_a_checkpoint_with_the_wrong_architecture_is_refused(tmp_path):
+    run_cli("train", *FAST, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp_path / 'train'}")
+    proc = run_cli("eval", "model=madry_cnn", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}",
+                   f"hydra.run.dir={tmp_path / 'eval'}", check=False)
+    assert proc.returncode != 0
+    assert "does not fit model MadryCNN" in proc.stderr and "SmallCNN" in proc.stderr
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    args = ["data=digits", "method=pgd_at", "method.attack.steps=2", "trainer.max_epochs=4",
+            "trainer.accelerator=cpu", "attack.pgd.steps=3", "data.batch_size=128", "seed=3"]
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run_cli("train", *args, f"hydra.run.dir={tmp_path / 'whole'}")
+
+    killed = tmp_path / "killed"
+    # 11 steps per epoch: die in the middle of the third epoch, after the epoch-2 checkpoint
+    proc = run_cli("train", *args, f"hydra.run.dir={killed}", "+callbacks.killer._target_=tests.helpers.KillAtStep",
+                   "+callbacks.killer.step=27", env=env, check=False)
+    assert proc.returncode == -9 and not (killed / "results.json").exists()
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    run_cli("train", *args, f"hydra.run.dir={killed}", "ckpt_path=last")
+
+    assert results(killed) == results(tmp_path / "whole")
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
