@@ -70,3 +70,15 @@ def test_a_few_training_steps_of_each_method(make):
     assert trainer.global_step == 5 and torch.isfinite(trainer.callback_metrics["train/loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_budget_schedule_uses_clean_inputs_then_ramps(tiny_model, batch):
+    from robustxai.methods.adversarial import budget_fraction
+
+    assert [budget_fraction(s, 2, 4) for s in range(7)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    x, y = batch
+    method = PGDAdversarialTraining(tiny_model, ADAM, PGD(eps=0.2, step_size=0.05, steps=2), eps_warmup_steps=1,
+                                    eps_ramp_steps=4)
+    assert torch.equal(method.adversarial(x, y), x)  # global_step 0: still warming up
+    scaled = method.attack.rescaled(0.25)
+    assert scaled.eps == pytest.approx(0.05) and scaled.step_size == pytest.approx(0.0125) and method.attack.eps == 0.2

@@ -88,15 +88,11 @@ def test_ddp_eval_gives_exactly_the_single_process_numbers(ddp_runs):
     assert not ddp_runs["logs"].exists()
 
 
-@pytest.mark.xfail(reason="test/loss is self.log(..., sync_dist=True) of per-batch means: the mean of the "
-                          "ranks' means, not the mean over all examples (methods/base.py)", strict=False)
 def test_ddp_eval_loss_matches_single_process(ddp_runs):
     single, ddp = metrics(ddp_runs["eval1"]), metrics(ddp_runs["eval2"])
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=1e-5)
 
 
-@pytest.mark.xfail(reason="Lightning re-runs the whole `-m` command line for rank 1: it runs its own multirun "
-                          "(own ${now:} sweep dir, own comparison table); fix proposed in utils/ddp.py", strict=False)
 def test_ddp_in_a_multirun_keeps_each_rank_in_its_job_dir(tmp_path):
     logs = tmp_path / "logs"  # the default, timestamped sweep dir: a rank that starts its own multirun shows
     proc = run("train", "-m", "trainer=ddp_cpu", "seed=0,1", "trainer.max_epochs=1", *SMALL, "data.test_subset=50",

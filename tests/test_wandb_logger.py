@@ -118,6 +118,7 @@ def test_no_key_means_offline(no_credentials, tmp_path):
     assert not wandb_key_available()
     logger = wandb_logger(save_dir=str(tmp_path / "run"), name="x")
     assert logger._wandb_init["mode"] == "offline" and logger._wandb_init["dir"] == str(tmp_path / "run")
+    assert "anonymous" not in logger._wandb_init  # wandb 0.31 warns about it on every run
     # process-wide, as wandb reads its global settings (which also gate its telemetry) from the environment
     assert os.environ["WANDB_MODE"] == "offline"
 
@@ -150,6 +151,32 @@ def test_netrc_entry_for_another_host_is_no_key(no_credentials):
 def test_offline_with_log_model_is_refused(no_credentials, tmp_path):
     with pytest.raises(ValueError, match="log_model"):
         wandb_logger(save_dir=str(tmp_path), log_model=True)
+
+
+READ_BACK = """
+import sys, wandb
+run = wandb.init(project="p", dir=sys.argv[1], mode="offline", group="g", name="n",
+                 config={"big": "x" * 100_000, "nested": {"a": 1}})
+for step in range(3000):
+    run.log({"loss": step / 7, "acc/top1": step % 11})
+run.summary["final"] = 0.125
+run.finish()
+"""
+
+
+def test_read_offline_run_across_blocks(tmp_path, trap):
+    """Records larger than a 32 KiB block (the config) and many blocks of history come back whole."""
+    proc = subprocess.run([sys.executable, "-c", READ_BACK, str(tmp_path)], env=offline_env(tmp_path, trap, "offline"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run = the_offline_run(tmp_path)
+    assert (run["name"], run["group"], run["project"]) == ("n", "g", "p")
+    assert run["config"]["big"] == "x" * 100_000 and run["config"]["nested"] == {"a": 1}
+    rows = [row for row in run["history"] if "loss" in row]
+    assert len(rows) == 3000 and rows[-1]["loss"] == 2999 / 7 and rows[-1]["acc/top1"] == 2999 % 11
+    assert run["summary"]["final"] == 0.125 and run["summary"]["loss"] == 2999 / 7
+    assert (run["dir"] / f"run-{run['id']}.wandb").stat().st_size > 3 * 32 * 1024
+    assert trap.connections == 0
 
 
 # -- end to end through the command line ----------------------------------------------------------------

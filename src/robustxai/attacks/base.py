@@ -70,6 +70,10 @@ class Attack(ABC):
             x_adv = self.perturb(model, x.detach().clone(), y.detach())
         return x_adv.detach()
 
+    def rescaled(self, fraction: float) -> "Attack":
+        """A copy whose budget is multiplied by ``fraction``; attacks without a budget refuse."""
+        raise NotImplementedError(f"{type(self).__name__} has no budget to rescale")
+
     @abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Return adversarial examples for the batch ``x`` with labels ``y``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -57,6 +58,13 @@ class PGD(Attack):
         self.restarts = int(restarts)
         self.loss = loss
         self.track_best = bool(track_best)
+
+    def rescaled(self, fraction: float) -> "PGD":
+        """A copy with ``eps`` and ``step_size`` multiplied by ``fraction`` (budget schedules)."""
+        check_range("fraction", fraction, low=0.0, low_open=True)
+        clone = copy.copy(self)
+        clone.eps, clone.step_size = self.eps * fraction, self.step_size * fraction
+        return clone
 
     # -- hooks a subclass may override ------------------------------------------------------
     def _check_loss(self, loss: str) -> None:

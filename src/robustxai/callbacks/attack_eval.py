@@ -55,9 +55,10 @@ class AttackEvaluation(L.Callback):
             self._save_grid(trainer, x[: self.grid_images], x_adv[: self.grid_images])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log(f"test/robust_acc/{self.name}", self.robust_acc.compute())
-        pl_module.log(f"test/max_linf/{self.name}", self.max_linf.compute())
-        pl_module.log(f"test/max_l2/{self.name}", self.max_l2.compute())
+        # compute() already syncs across DDP ranks (every rank gets the same value): sync_dist with "max"
+        # keeps it exact and tells Lightning the value is synced (no per-rank value, no warning)
+        for key, metric in (("robust_acc", self.robust_acc), ("max_linf", self.max_linf), ("max_l2", self.max_l2)):
+            pl_module.log(f"test/{key}/{self.name}", metric.compute(), sync_dist=True, reduce_fx="max")
 
     def _save_grid(self, trainer: L.Trainer, x: Tensor, x_adv: Tensor) -> None:
         delta = x_adv - x

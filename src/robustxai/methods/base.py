@@ -35,6 +35,7 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.train_acc, self.val_acc, self.test_acc = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # per-example means: exact under DDP
         self.val_acc_best.persistent(True)  # the best-so-far survives a resume
 
     def forward(self, x: Tensor) -> Tensor:
@@ -53,15 +54,16 @@ class ClassifierModule(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MeanMetric) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MeanMetric, loss: MeanMetric) -> None:
         x, y = batch
         logits = self.model(x)
         metric.update((logits.argmax(dim=1) == y).float())
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        loss.update(F.cross_entropy(logits, y, reduction="none"))
+        self.log(f"{stage}/loss", loss)
         self.log(f"{stage}/acc", metric, prog_bar=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_acc)
+        self._eval_step(batch, "val", self.val_acc, self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -70,7 +72,7 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+        self._eval_step(batch, "test", self.test_acc, self.test_loss)
 
     # -- optimisation and checkpoints -------------------------------------------------------------
     def configure_optimizers(self) -> Any:

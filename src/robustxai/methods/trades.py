@@ -6,10 +6,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustxai.attacks.base import Attack, check_range
-from robustxai.methods.base import ClassifierModule, OptimizerFactory, SchedulerFactory
+from robustxai.methods.adversarial import AdversarialMethod
+from robustxai.methods.base import OptimizerFactory, SchedulerFactory
 
 
-class TRADES(ClassifierModule):
+class TRADES(AdversarialMethod):
     """Minimise CE(f(x), y) + beta * KL(p(x) || p(x')), gradients flowing through both p(x) and p(x').
 
     x' comes from the injected attack (normally :class:`~robustxai.attacks.TradesKL`). Both terms are
@@ -18,14 +19,14 @@ class TRADES(ClassifierModule):
     """
 
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack, beta: float = 1.0,
-                 scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch") -> None:
-        super().__init__(model, optimizer, scheduler, scheduler_interval)
+                 scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch",
+                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0) -> None:
+        super().__init__(model, optimizer, attack, scheduler, scheduler_interval, eps_warmup_steps, eps_ramp_steps)
         check_range("beta", beta, low=0.0)
-        self.attack = attack
         self.beta = beta
 
     def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        x_adv = self.attack(self.model, x, y)
+        x_adv = self.adversarial(x, y)
         logits = self.model(x)
         log_p_clean = F.log_softmax(logits, dim=1)
         log_p_adv = F.log_softmax(self.model(x_adv), dim=1)

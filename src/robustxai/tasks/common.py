@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,15 +21,25 @@ from torch import nn
 
 from robustxai.callbacks import AttackEvaluation
 from robustxai.data.base import TensorDataModule
+from robustxai.utils import ddp
 from robustxai.utils.checkpoint import AtomicCheckpointIO
 from robustxai.errors import ConfigError
 from robustxai.utils.config import instantiate, validate_config
 
 log = logging.getLogger("robustxai")
+ddp.install()  # DDP ranks of a multirun job run that job alone, in its directory
+
+
+def _quiet_library_logging() -> None:
+    """Lightning prints through its own handler and again through Hydra's root one: keep Hydra's."""
+    for handler in list(logging.getLogger("lightning.pytorch").handlers):
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
 def prepare(cfg: DictConfig) -> Path:
     """Validate the whole config, seed everything, and return the run directory."""
+    _quiet_library_logging()
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -96,7 +107,8 @@ def task_context(task: str) -> Iterator[dict[str, Any]]:
     info: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     start = time.perf_counter()
     try:
-        yield info
+        with ddp.job_scope():
+            yield info
     except ConfigError:
         raise
     except Exception:

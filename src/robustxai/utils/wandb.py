@@ -12,6 +12,7 @@ import netrc
 import os
 import platform
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -50,7 +51,8 @@ def wandb_key_available() -> bool:
 
 
 def _hydra_job_names() -> tuple[str | None, str | None]:
-    """(group, name) for the current Hydra job: the sweep directory and the job's overrides."""
+    """(group, name) for the current Hydra job: the sweep directory's name (multirun only) and the
+    job's overrides (else the job number in a multirun, the task's name in a single run)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -60,7 +62,7 @@ def _hydra_job_names() -> tuple[str | None, str | None]:
         return None, None
     if hc.mode == RunMode.MULTIRUN:
         return Path(hc.sweep.dir).name, hc.job.override_dirname or f"job{hc.job.num}"
-    return None, hc.job.override_dirname or None
+    return None, hc.job.override_dirname or hc.job.name or None
 
 
 def wandb_logger(project: str = "robustxai", save_dir: str = ".", name: str | None = None,
@@ -92,7 +94,8 @@ def wandb_logger(project: str = "robustxai", save_dir: str = ".", name: str | No
 
 # -- reading offline runs back --------------------------------------------------------------------
 _BLOCK = 32 * 1024          # the .wandb file is a LevelDB-style log: 32 KiB blocks of records
-_HEADER = struct.Struct("<IHB")  # checksum, payload length, record type (1 full, 2 first, 3 middle, 4 last)
+# record header: CRC-32 of type + payload, payload length, record type (1 full, 2 first, 3 middle, 4 last)
+_HEADER = struct.Struct("<IHB")
 
 
 def _iter_records(path: Path) -> Iterator[Any]:
@@ -108,11 +111,13 @@ def _iter_records(path: Path) -> Iterator[Any]:
         if left < _HEADER.size:     # block trailer: zero padding
             pos += left
             continue
-        _, length, kind = _HEADER.unpack_from(data, pos)
+        checksum, length, kind = _HEADER.unpack_from(data, pos)
         payload = data[pos + _HEADER.size: pos + _HEADER.size + length]
         pos += _HEADER.size + length
         if kind == 0:               # padding / preallocated space
             continue
+        if len(payload) < length or zlib.crc32(bytes([kind]) + payload) != checksum:
+            return                  # a run still being written, or cut short: keep what was complete
         chunks = payload if kind in (1, 2) else chunks + payload
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()

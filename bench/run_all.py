@@ -1,0 +1,30 @@
+"""Run every benchmark and print its tables: ``.venv/bin/python bench/run_all.py [--quick] [--threads N]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_pgd  # noqa: E402
+import bench_train_epoch  # noqa: E402
+from common import base_parser  # noqa: E402
+
+BENCHMARKS = {"pgd": bench_pgd.main, "train_epoch": bench_train_epoch.main}
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Run each benchmark with the shared options (``--quick``, ``--threads``); return their figures."""
+    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
+    shared = (["--quick"] if args.quick else []) + ([f"--threads={args.threads}"] if args.threads else [])
+    results = {}
+    for name, run in BENCHMARKS.items():
+        start = time.perf_counter()
+        results[name] = run(shared)
+        print(f"[{name}: {time.perf_counter() - start:.0f} s]", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

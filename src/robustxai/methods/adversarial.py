@@ -1,0 +1,42 @@
+"""Shared base of methods trained on attacked inputs: the injected attack and its budget schedule."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from robustxai.attacks.base import Attack, check_range
+from robustxai.methods.base import ClassifierModule, OptimizerFactory, SchedulerFactory
+
+
+def budget_fraction(step: int, warmup_steps: int, ramp_steps: int) -> float:
+    """0 for the first ``warmup_steps`` optimiser steps, then linear up to 1 over ``ramp_steps``."""
+    if step < warmup_steps:
+        return 0.0
+    if ramp_steps == 0:
+        return 1.0
+    return min(1.0, (step - warmup_steps + 1) / ramp_steps)
+
+
+class AdversarialMethod(ClassifierModule):
+    """A method whose loss uses ``attack(model, x, y)``; the budget may be ramped up over training.
+
+    With ``eps_warmup_steps``/``eps_ramp_steps`` (optimiser steps, as in seed 000's schedules) the
+    attack's ``eps`` and ``step_size`` are scaled by :func:`budget_fraction`; at 0 the clean input is used.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack,
+                 scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch",
+                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0) -> None:
+        super().__init__(model, optimizer, scheduler, scheduler_interval)
+        check_range("eps_warmup_steps", eps_warmup_steps, low=0)
+        check_range("eps_ramp_steps", eps_ramp_steps, low=0)
+        self.attack = attack
+        self.eps_warmup_steps, self.eps_ramp_steps = eps_warmup_steps, eps_ramp_steps
+
+    def adversarial(self, x: Tensor, y: Tensor) -> Tensor:
+        """The attacked batch under the current budget."""
+        fraction = budget_fraction(self.global_step, self.eps_warmup_steps, self.eps_ramp_steps)
+        if fraction == 0.0:
+            return x
+        attack = self.attack if fraction == 1.0 else self.attack.rescaled(fraction)
+        return attack(self.model, x, y)
