@@ -33,7 +33,7 @@ def test_train_then_eval_end_to_end(tmp_path):
     for name in ("pgd", "fgsm", "pgd_l2"):
         assert 0.0 <= evaluated[f"test/robust_acc/{name}"] <= evaluated["test/acc"]
         assert (eval_dir / "images" / f"{name}.png").exists()
-    assert evaluated["test/max_linf/pgd"] <= 0.2 + 1e-6 and evaluated["test/max_l2/pgd_l2"] <= 1.5 + 1e-5
+    assert evaluated["test/max_linf/pgd"] <= 0.1 + 1e-6 and evaluated["test/max_l2/pgd_l2"] <= 1.0 + 1e-5
 
 
 def test_eval_of_a_checkpoint_with_the_wrong_architecture_is_refused(tmp_path):

@@ -190,7 +190,7 @@ def test_train_offline_run_files_hold_metrics_config_and_images(tmp_path, trap):
     # the resolved config: targets, interpolations filled in (threat model -> attack eps, run dir)
     config = run["config"]
     assert config["method"]["_target_"] == "robustxai.methods.NaturalTraining"
-    assert config["attack"]["pgd"]["eps"] == 0.2 and config["data"]["test_subset"] == 50
+    assert config["attack"]["pgd"]["eps"] == 0.1 and config["data"]["test_subset"] == 50
     assert config["paths"]["output_dir"] == str(run_dir)
     assert "wandb sync" in proc.stdout + proc.stderr
     assert trap.connections == 0
