@@ -4,7 +4,9 @@ vs the compute-only limit (forward/backward/step on tensors already in memory).
 Usage: .venv/bin/python bench/bench_train_epoch.py [--quick] [--model madry_cnn|small_cnn]
        [--batch-sizes 50,128] [--workers 0,2] [--images N (0: whole epochs)] [--profile]
 
-Every variant runs the same number of steps at the same batch size from the same initialisation.
+Every variant runs the same number of steps at the same batch size from the same initialisation. The timed
+steps are split into ``--rounds`` rounds that visit the variants in turn (so a shared machine's load falls on
+all of them); fixed per-run costs (Trainer start, DataLoader workers' start) are paid once per round.
 """
 
 from __future__ import annotations
@@ -121,22 +123,29 @@ def bench_batch_size(batch_size: int, args: argparse.Namespace, dm: MNISTDataMod
     n_images = min(args.images or n_train, n_train)
     steps = -(-n_images // batch_size)
 
+    variants = {
+        "ours (Lightning + MNISTDataModule)": lambda n: run_ours(dm, args.model, n),
+        **{f"DataLoader loop, num_workers={w}": functools.partial(run_dataloader, ds, args.model, batch_size,
+                                                                  workers=w) for w in args.workers},
+        "compute-only limit": lambda n: run_compute(images, labels, args.model, batch_size, n),
+        "(DataLoader batches alone, num_workers=0)": lambda n: run_dataloader(ds, None, batch_size, n, 0),
+    }
     # warm-up: first-call costs (oneDNN kernels, Lightning imports, worker start) stay out of the timings
-    run_ours(dm, args.model, WARMUP_STEPS)
-    run_compute(images, labels, args.model, batch_size, WARMUP_STEPS)
-    for w in args.workers:
-        run_dataloader(ds, args.model, batch_size, WARMUP_STEPS, w)
-
-    seconds = {"ours (Lightning + MNISTDataModule)": run_ours(dm, args.model, steps, args.profile)}
-    for w in args.workers:
-        seconds[f"DataLoader loop, num_workers={w}"] = run_dataloader(ds, args.model, batch_size, steps, w)
-    seconds["compute-only limit"] = run_compute(images, labels, args.model, batch_size, steps)
-    seconds["(DataLoader batches alone, num_workers=0)"] = run_dataloader(ds, None, batch_size, steps, 0)
+    for run in variants.values():
+        run(WARMUP_STEPS)
+    # the steps are split into rounds that visit every variant in turn, spreading a shared machine's noise
+    chunks = [steps // args.rounds + (i < steps % args.rounds) for i in range(args.rounds)]
+    seconds = dict.fromkeys(variants, 0.0)
+    for chunk in chunks:
+        for name, run in variants.items():
+            seconds[name] += run(chunk)
+    if args.profile:
+        run_ours(dm, args.model, steps, profile=True)
 
     scale = n_train / n_images  # 1 for a whole epoch; otherwise the timed run is scaled up to one
     rows = [[name, steps, s, 1e3 * s / steps, n_images / s, s * scale] for name, s in seconds.items()]
     print_table(f"Natural training, {args.model}, Adam lr={LR}, batch {batch_size}, {n_images} of {n_train} "
-                f"MNIST train images ({steps} steps), {torch.get_num_threads()} threads",
+                f"MNIST train images ({steps} steps in {args.rounds} rounds), {torch.get_num_threads()} threads",
                 ["variant", "steps", "measured s", "ms/step", "images/s", f"epoch s ({n_train} img)"], rows)
     ours = seconds["ours (Lightning + MNISTDataModule)"]
     loops = {k: v for k, v in seconds.items() if k.startswith("DataLoader loop")}
@@ -163,13 +172,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--images", type=int, default=15000,
                         help="images per timed run; the epoch column scales it to the whole split "
                              "(0: time whole epochs, which takes ~4x longer)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the timed steps are split into")
     parser.add_argument("--profile", action="store_true", help="cProfile our Lightning run and print the top")
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.workers = [int(w) for w in args.workers.split(",")]
     if args.quick:
-        args.batch_sizes, args.images = args.batch_sizes[:1], 500
+        args.batch_sizes, args.images, args.rounds = args.batch_sizes[:1], 500, 1
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(log_every_n_steps|does not have many workers|treespec).*")
