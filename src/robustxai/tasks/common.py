@@ -21,9 +21,9 @@ from torch import nn
 
 from robustxai.callbacks import AttackEvaluation
 from robustxai.data.base import TensorDataModule
+from robustxai.errors import UserError
 from robustxai.utils import ddp
 from robustxai.utils.checkpoint import AtomicCheckpointIO
-from robustxai.errors import ConfigError
 from robustxai.utils.config import instantiate, validate_config
 
 log = logging.getLogger("robustxai")
@@ -59,7 +59,7 @@ def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> nn.Module:
     extra = {k: v for k, v in implied.items() if k in params and k not in cfg.model}
     model = instantiate(cfg.model, "model", **extra)
     if cfg.get("compile", False):
-        model = torch.compile(model)
+        model.compile()  # in place: the state-dict keys (and so the checkpoints) stay those of the model
     return model
 
 
@@ -109,8 +109,8 @@ def task_context(task: str) -> Iterator[dict[str, Any]]:
     try:
         with ddp.job_scope():
             yield info
-    except ConfigError:
-        raise
+    except UserError:
+        raise  # its message says it all: the entry point prints it without a traceback
     except Exception:
         log.exception("%s failed", task)
         raise
