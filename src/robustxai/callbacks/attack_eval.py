@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
-from torchvision.utils import make_grid, save_image
 
+from robustxai.analysis.figures import save_adversarial_examples
 from robustxai.attacks.base import Attack
 
 
@@ -20,8 +20,9 @@ class AttackEvaluation(L.Callback):
 
     Also logs the largest L-inf and L2 distance of any adversarial example from its clean image
     (``test/max_linf/<name>``, ``test/max_l2/<name>``), so the budget can be checked from the
-    results, and saves a PNG grid (clean row, adversarial row, amplified perturbation row) of the
-    first ``grid_images`` test images to ``<output_dir>/images/<name>.png`` (and to W&B if used).
+    results, and saves a figure of the first ``grid_images`` test images (clean row with label and
+    prediction, adversarial row with prediction, rescaled perturbation row) to
+    ``<output_dir>/images/<name>.png`` (and to W&B if used).
     """
 
     def __init__(self, name: str, attack: Attack, output_dir: str | Path | None = None,
@@ -52,7 +53,8 @@ class AttackEvaluation(L.Callback):
         self.max_linf.update(delta.abs().amax(dim=1))
         self.max_l2.update(delta.norm(dim=1))
         if batch_idx == 0 and trainer.is_global_zero and self.grid_images > 0:
-            self._save_grid(trainer, x[: self.grid_images], x_adv[: self.grid_images])
+            n = self.grid_images
+            self._save_grid(trainer, pl_module, x[:n], x_adv[:n], y[:n])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # compute() already syncs across DDP ranks (every rank gets the same value): sync_dist with "max"
@@ -60,16 +62,16 @@ class AttackEvaluation(L.Callback):
         for key, metric in (("robust_acc", self.robust_acc), ("max_linf", self.max_linf), ("max_l2", self.max_l2)):
             pl_module.log(f"test/{key}/{self.name}", metric.compute(), sync_dist=True, reduce_fx="max")
 
-    def _save_grid(self, trainer: L.Trainer, x: Tensor, x_adv: Tensor) -> None:
-        delta = x_adv - x
-        scale = delta.abs().amax().clamp_min(1e-12)
-        rows = torch.cat([x, x_adv, 0.5 + 0.5 * delta / scale]).detach().cpu()
-        grid = make_grid(rows, nrow=len(x), padding=2, pad_value=1.0)
-        if self.output_dir is not None:
-            self.grid_path = self.output_dir / "images" / f"{self.name}.png"
-            self.grid_path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(grid, self.grid_path)
+    def _save_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, x: Tensor, x_adv: Tensor,
+                   y: Tensor) -> None:
+        with torch.no_grad():
+            pred_clean, pred_adv = pl_module.model(x).argmax(1), pl_module.model(x_adv).argmax(1)
+        directory = self.output_dir or Path(trainer.default_root_dir)
+        class_names = getattr(trainer.datamodule, "class_names", ()) if trainer.datamodule is not None else ()
+        self.grid_path = save_adversarial_examples(
+            directory / "images" / f"{self.name}.png", x, x_adv, y, pred_clean, pred_adv,
+            title=f"{self.name}: {self.attack!r}", class_names=class_names)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"test/examples/{self.name}", images=[grid],
-                                 caption=["rows: clean, adversarial, perturbation (rescaled)"])
+                logger.log_image(key=f"test/examples/{self.name}", images=[str(self.grid_path)],
+                                 caption=["rows: clean, adversarial (red: fooled), perturbation (rescaled)"])
