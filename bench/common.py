@@ -18,7 +18,7 @@ CACHE_DIR = REPO_ROOT / "bench" / ".cache"  # decompressed datasets; git-ignored
 
 def data_dir() -> Path:
     """``$DATA_DIR`` (default ``../shared/data``), resolved relative to the repository root."""
-    return (REPO_ROOT / os.environ.get("DATA_DIR", "../shared/data")).resolve()
+    return (REPO_ROOT / (os.environ.get("DATA_DIR") or "../shared/data")).resolve()
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
