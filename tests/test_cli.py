@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli
@@ -44,21 +45,26 @@ def test_eval_of_a_checkpoint_with_the_wrong_architecture_is_refused(tmp_path):
     assert "does not fit model MadryCNN" in proc.stderr and "SmallCNN" in proc.stderr
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("every_n_steps", [None, 5], ids=["epoch-end checkpoint", "mid-epoch checkpoint"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, every_n_steps):
     args = ["data=digits", "method=pgd_at", "method.attack.steps=2", "trainer.max_epochs=4",
             "trainer.accelerator=cpu", "attack.pgd.steps=3", "data.batch_size=128", "seed=3"]
+    if every_n_steps:
+        args.append(f"+callbacks.last_checkpoint.every_n_train_steps={every_n_steps}")
     env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run_cli("train", *args, f"hydra.run.dir={tmp_path / 'whole'}")
 
     killed = tmp_path / "killed"
-    # 11 steps per epoch: die in the middle of the third epoch, after the epoch-2 checkpoint
+    # 11 steps per epoch: die in the middle of the third epoch (steps 23-33)
     proc = run_cli("train", *args, f"hydra.run.dir={killed}", "+callbacks.killer._target_=tests.helpers.KillAtStep",
                    "+callbacks.killer.step=27", env=env, check=False)
     assert proc.returncode == -9 and not (killed / "results.json").exists()
-    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == (25 if every_n_steps else 22)
     run_cli("train", *args, f"hydra.run.dir={killed}", "ckpt_path=last")
 
     assert results(killed) == results(tmp_path / "whole")
-    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    resumed = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    if not every_n_steps:  # both runs' last checkpoints are then taken after the final epoch
+        whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        resumed = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole)

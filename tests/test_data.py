@@ -108,3 +108,18 @@ def test_bad_arguments_are_named():
         DigitsDataModule(batch_size=0)
     with pytest.raises(ValueError, match="val_size=2000 leaves no training images"):
         DigitsDataModule(val_size=2000).setup("fit")
+
+
+def test_loader_state_resumes_mid_epoch_at_the_next_batch():
+    epoch = {"n": 2}
+    loader = _loader(10, batch_size=3, shuffle=True, seed=1, epoch_fn=lambda: epoch["n"])
+    full = [y for _, y in loader]
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+    fresh = _loader(10, batch_size=3, shuffle=True, seed=1, epoch_fn=lambda: epoch["n"])
+    fresh.load_state_dict(state)
+    rest = [y for _, y in fresh]
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, full[2:]))
+    assert len([y for _, y in fresh]) == 4  # the skip applies to the resumed pass only

@@ -19,7 +19,9 @@ class TensorLoader:
     Shuffling draws one permutation per epoch from ``seed + epoch``, so an epoch's batches do not
     depend on what ran before it (a resumed run sees the same batches). Under DDP each rank takes
     the strided shard ``rank::world_size``; training shards are cut to equal length so every rank
-    runs the same number of steps, evaluation shards keep every example exactly once.
+    runs the same number of steps, evaluation shards keep every example exactly once. The loader is
+    stateful (``state_dict``/``load_state_dict``), so Lightning resumes a mid-epoch checkpoint at the
+    next unseen batch of the same permutation.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False,
@@ -29,6 +31,15 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch_fn = seed, epoch_fn
         self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
+        self._epoch, self._served, self._resume_at = 0, 0, None
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch of the current pass and how many of its batches were handed out."""
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over ``state["epoch"]`` skip the batches already handed out."""
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def _indices(self) -> Tensor:
         n = len(self.labels)
@@ -55,8 +66,14 @@ class TensorLoader:
         return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._epoch = self.epoch_fn()
+        start = 0
+        if self._resume_at is not None and self._resume_at[0] == self._epoch:
+            start = self._resume_at[1]
+        self._resume_at = None
         order = self._indices()
-        for batch in range(len(self)):
+        for batch in range(start, len(self)):
+            self._served = batch + 1
             idx = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             x = self.images[idx]
             if x.dtype == torch.uint8:
