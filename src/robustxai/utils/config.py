@@ -8,6 +8,7 @@ checks (eps >= 0, steps >= 1, ...) come from the constructors, re-raised with th
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from typing import Any, Iterator, Literal, Union, get_args, get_origin
 
@@ -48,7 +49,7 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     origin = get_origin(annotation)
     if origin is Literal:
         return value in get_args(annotation)
-    if origin in (Union, getattr(typing, "UnionType", Union)) or type(annotation).__name__ == "UnionType":
+    if origin in (Union, types.UnionType):
         return any(_type_ok(value, arg) for arg in get_args(annotation))
     if annotation is type(None):
         return value is None
