@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,14 +43,24 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_cli(script: str, *overrides: str, env: dict[str, str] | None = None, timeout: int = 600,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``src/<script>.py`` with Hydra overrides in a subprocess, as a user would."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
+            check: bool = True, inherit_env: bool = True) -> subprocess.CompletedProcess:
+    """Run ``src/<script>.py`` with Hydra overrides in a subprocess, as a user would.
+
+    ``env`` is added to this process's environment (W&B offline by default), or used alone when
+    ``inherit_env`` is false.
+    """
+    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})} if inherit_env else env
     proc = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *overrides], cwd=ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(f"{script} {' '.join(overrides)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def results(run_dir: Path) -> dict[str, float]:
+    """The metrics a run wrote to ``<run dir>/results.json``."""
+    return json.loads((run_dir / "results.json").read_text())["metrics"]
 
 
 def shared_dataset(name: str) -> Path:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, results, run_cli
 
 FAST = ["data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu", "attack.pgd.steps=5"]
-
-
-def results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())["metrics"]
 
 
 def test_train_then_eval_end_to_end(tmp_path):

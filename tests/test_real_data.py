@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
-from tests.conftest import run_cli, shared_dataset
+from tests.conftest import results, run_cli, shared_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def _metrics(run_dir):
-    return json.loads((run_dir / "results.json").read_text())["metrics"]
 
 
 def test_natural_madry_cnn_reaches_98_5_percent_in_two_epochs(tmp_path):
     env = {"DATA_DIR": str(shared_dataset("MNIST")), "ROBUSTXAI_CACHE": str(tmp_path / "cache")}
     run_cli("train", "data=mnist", "model=madry_cnn", "method=natural", "trainer.max_epochs=2", "attack=[]",
             f"hydra.run.dir={tmp_path / 'natural'}", env=env, timeout=3600)
-    assert _metrics(tmp_path / "natural")["test/acc"] >= 0.985
+    assert results(tmp_path / "natural")["test/acc"] >= 0.985
 
 
 def test_pgd_at_is_far_more_robust_than_natural(tmp_path):
@@ -30,5 +25,5 @@ def test_pgd_at_is_far_more_robust_than_natural(tmp_path):
     run_cli("train", *common, "method=natural", f"hydra.run.dir={tmp_path / 'natural'}", env=env, timeout=3600)
     run_cli("train", *common, "method=pgd_at", "method.attack.steps=10", "method.attack.step_size=0.04",
             "method.eps_ramp_steps=500", f"hydra.run.dir={tmp_path / 'pgd_at'}", env=env, timeout=3600)
-    natural, robust = _metrics(tmp_path / "natural"), _metrics(tmp_path / "pgd_at")
+    natural, robust = results(tmp_path / "natural"), results(tmp_path / "pgd_at")
     assert robust["test/robust_acc/pgd"] > natural["test/robust_acc/pgd"] + 0.5

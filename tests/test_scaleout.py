@@ -19,23 +19,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, results, run_cli
+
 SMALL = ["debug=limit", "trainer.accelerator=cpu", "attack.pgd.steps=5"]
 TEST_SUBSET = 101  # odd: 2 ranks get 51 + 50 examples, any padding or duplication would change the metrics
 
 
 def run(script: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(overrides)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def metrics(run_dir: Path) -> dict[str, float]:
-    return json.loads((run_dir / "results.json").read_text())["metrics"]
+    return run_cli(script, *overrides, env={"HYDRA_FULL_ERROR": "1"}, timeout=timeout)
 
 
 def entries(path: Path) -> set[str]:
@@ -61,7 +52,7 @@ def ddp_runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_ddp_cpu_training_runs_both_ranks_in_one_run_dir(ddp_runs):
     train_dir = ddp_runs["train"]
-    trained = metrics(train_dir)
+    trained = results(train_dir)
     assert {"train/loss", "val/acc", "test/acc", "test/robust_acc/pgd"} <= set(trained)
     assert 0.0 <= trained["test/robust_acc/pgd"] <= trained["test/acc"] <= 1.0
     assert (train_dir / "checkpoints" / "last.ckpt").exists()
@@ -74,7 +65,7 @@ def test_ddp_cpu_training_runs_both_ranks_in_one_run_dir(ddp_runs):
 
 
 def test_ddp_eval_gives_exactly_the_single_process_numbers(ddp_runs):
-    single, ddp = metrics(ddp_runs["eval1"]), metrics(ddp_runs["eval2"])
+    single, ddp = results(ddp_runs["eval1"]), results(ddp_runs["eval2"])
     for key in ("test/acc", "test/robust_acc/pgd", "test/max_linf/pgd", "test/max_l2/pgd"):
         assert ddp[key] == single[key], (key, ddp[key], single[key])
     # the mean is over exactly 101 examples (no padded or repeated example): a count / 101
@@ -89,7 +80,7 @@ def test_ddp_eval_gives_exactly_the_single_process_numbers(ddp_runs):
 
 
 def test_ddp_eval_loss_matches_single_process(ddp_runs):
-    single, ddp = metrics(ddp_runs["eval1"]), metrics(ddp_runs["eval2"])
+    single, ddp = results(ddp_runs["eval1"]), results(ddp_runs["eval2"])
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=1e-5)
 
 
@@ -113,7 +104,7 @@ def check_sweep(sweep: Path, labels: list[str]) -> None:
     assert [row["job"] for row in rows] == ["0", "1"]
     for row, label in zip(rows, labels):
         assert label in row["overrides"]
-        job = metrics(sweep / row["job"])
+        job = results(sweep / row["job"])
         assert float(row["test/acc"]) == job["test/acc"]
         assert float(row["test/robust_acc/pgd"]) == job["test/robust_acc/pgd"]
     markdown = (sweep / "comparison.md").read_text()

@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 
 from robustxai.utils.wandb import read_offline_run, wandb_key_available, wandb_logger
+from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["logger=wandb", "debug=limit", "trainer.max_epochs=1", "trainer.accelerator=cpu", "attack.pgd.steps=5",
          "data.test_subset=50"]
 TEST_METRICS = ("test/acc", "test/loss", "test/robust_acc/pgd", "test/max_linf/pgd", "test/max_l2/pgd")
@@ -76,12 +76,9 @@ def offline_env(tmp_path: Path, trap: Trap, mode: str | None) -> dict[str, str]:
     return env
 
 
-def run_cli(script: str, *overrides: str, env: dict[str, str], timeout: int = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+def run_isolated(script: str, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CLI with exactly ``env`` (no key, no WANDB_MODE unless the test sets them)."""
+    return run_cli(script, *overrides, env=env, inherit_env=False, timeout=240)
 
 
 def the_offline_run(run_dir: Path) -> dict:
@@ -182,7 +179,7 @@ def test_read_offline_run_across_blocks(tmp_path, trap):
 # -- end to end through the command line ----------------------------------------------------------------
 def test_train_offline_run_files_hold_metrics_config_and_images(tmp_path, trap):
     run_dir = tmp_path / "run"
-    proc = run_cli("train", *SMALL, f"hydra.run.dir={run_dir}", env=offline_env(tmp_path, trap, mode="offline"))
+    proc = run_isolated("train", *SMALL, f"hydra.run.dir={run_dir}", env=offline_env(tmp_path, trap, mode="offline"))
     run = the_offline_run(run_dir)
     check_run_matches_results(run, run_dir)
     assert run["project"] == "robustxai" and run["group"] is None
@@ -198,7 +195,7 @@ def test_train_offline_run_files_hold_metrics_config_and_images(tmp_path, trap):
 
 def test_multirun_without_key_or_wandb_mode_is_offline_one_run_per_job(tmp_path, trap):
     sweep = tmp_path / "sweep"
-    run_cli("train", "-m", "method=natural,pgd_at", *SMALL, f"hydra.sweep.dir={sweep}",
+    run_isolated("train", "-m", "method=natural,pgd_at", *SMALL, f"hydra.sweep.dir={sweep}",
         env=offline_env(tmp_path, trap, mode=None))
     runs = [the_offline_run(sweep / job) for job in ("0", "1")]
     for job, run in zip(("0", "1"), runs):
