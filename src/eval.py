@@ -1,10 +1,14 @@
-"""Evaluate a checkpoint under attacks: python src/eval.py ckpt_path=... data=mnist model=madry_cnn attack=[pgd,fgsm]"""
+"""Evaluate a checkpoint under attacks: python src/eval.py ckpt_path=.../checkpoints/last.ckpt attack=[pgd,fgsm]
+
+Data, threat model and model default to those of the training run that wrote the checkpoint.
+"""
 
 import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -12,11 +16,11 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from robustxai.tasks import evaluate
     from robustxai.errors import UserError
+    from robustxai.tasks import evaluate
 
     try:
-        evaluate(cfg)
+        evaluate(cfg, overrides=HydraConfig.get().overrides.task)
     except UserError as err:
         sys.exit(f"Error: {err}")
 

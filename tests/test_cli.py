@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import ROOT, results, run_cli
 
@@ -29,6 +31,20 @@ def test_train_then_eval_end_to_end(tmp_path):
         assert 0.0 <= evaluated[f"test/robust_acc/{name}"] <= evaluated["test/acc"]
         assert (eval_dir / "images" / f"{name}.png").exists()
     assert evaluated["test/max_linf/pgd"] <= 0.1 + 1e-6 and evaluated["test/max_l2/pgd_l2"] <= 1.0 + 1e-5
+
+
+def test_eval_takes_data_threat_and_model_from_the_training_run(tmp_path):
+    run_cli("train", *FAST, "model=madry_cnn", "data.val_size=100", "threat.linf.eps=0.05", "trainer.max_epochs=1",
+            "test=false", f"hydra.run.dir={tmp_path / 'train'}")
+    eval_dir = tmp_path / "eval"
+    run_cli("eval", f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}", "data.test_subset=40",
+            "attack.pgd.steps=2", f"hydra.run.dir={eval_dir}")
+    report = json.loads((eval_dir / "results.json").read_text())
+    assert report["from_training_run"] == ["data", "threat", "model"]
+    used = yaml.safe_load((eval_dir / "config.yaml").read_text())
+    assert used["model"]["_target_"] == "robustxai.models.MadryCNN" and used["data"]["val_size"] == 100
+    assert used["data"]["test_subset"] == 40 and used["attack"]["pgd"]["eps"] == 0.05  # overrides on top
+    assert report["metrics"]["test/max_linf/pgd"] <= 0.05 + 1e-6
 
 
 def test_eval_of_a_checkpoint_with_the_wrong_architecture_is_refused(tmp_path):

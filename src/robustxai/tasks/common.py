@@ -79,11 +79,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
                        plugins=[AtomicCheckpointIO()])
 
 
-def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Send the resolved config to every logger (W&B shows it as the run config)."""
+def record_config(trainer: L.Trainer, loggers: list[Logger], cfg: DictConfig, output_dir: Path) -> None:
+    """Write the resolved config to ``<run dir>/config.yaml`` and send it to every logger."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(resolved)
+    if trainer.is_global_zero:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from pathlib import Path
+from typing import Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustxai.methods.base import EvaluationModule
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
-                                    build_trainer, log_config, prepare, scalar_metrics, task_context,
+                                    build_trainer, log, prepare, record_config, scalar_metrics, task_context,
                                     write_results)
 from robustxai.utils.checkpoint import load_model_weights
 
+FROM_TRAINING_RUN = ("data", "threat", "model")
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.ckpt_path`` on the test split (or ``data.test_subset``) under every attack."""
+
+def adopt_training_run(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """Take data, threat model and model from the run that wrote ``cfg.ckpt_path`` (its ``.hydra/config.yaml``).
+
+    So a checkpoint is evaluated on the data and architecture it was trained with. A group chosen on
+    the command line (``data=mnist``) wins; key overrides (``data.test_subset=500``) apply on top.
+    Returns the names of the adopted components.
+    """
+    run_config = Path(cfg.ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():
+        return []
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    chosen = {o.key_or_group for o in parsed}
+    trained = OmegaConf.load(run_config)
+    adopted = [name for name in FROM_TRAINING_RUN if name not in chosen and name in trained]
+    with open_dict(cfg):
+        for name in adopted:
+            cfg[name] = trained[name]
+        for o in parsed:
+            if o.key_or_group.split(".")[0] in adopted and "." in o.key_or_group and not o.is_delete():
+                OmegaConf.update(cfg, o.key_or_group, o.value(), force_add=True)
+    if adopted:
+        log.info("Evaluating with %s of the training run %s (choose others with e.g. data=...)",
+                 ", ".join(adopted), run_config.parent.parent)
+    return adopted
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt_path`` on the test split (or ``data.test_subset``) under every attack.
+
+    ``overrides`` are the command line's; they decide which components come from the training run.
+    """
     with task_context("eval") as info:
+        info["from_training_run"] = adopt_training_run(cfg, overrides)
         output_dir = prepare(cfg)
         datamodule = build_datamodule(cfg)
         model = build_model(cfg, datamodule)
@@ -21,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         load_model_weights(model, cfg.ckpt_path)
         loggers = build_components(cfg, "logger")
         trainer = build_trainer(cfg, build_components(cfg, "callbacks") + attack_callbacks, loggers)
-        log_config(loggers, cfg)
+        record_config(trainer, loggers, cfg, output_dir)
         trainer.test(EvaluationModule(model), datamodule=datamodule, verbose=trainer.is_global_zero)
         metrics = scalar_metrics(trainer)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
-                                    build_trainer, log, log_config, prepare, scalar_metrics, task_context,
+                                    build_trainer, log, prepare, record_config, scalar_metrics, task_context,
                                     write_results)
 from robustxai.errors import ConfigError
 from robustxai.utils.config import instantiate
@@ -41,9 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         attack_callbacks = build_attack_callbacks(cfg, output_dir) if cfg.test else []
         loggers = build_components(cfg, "logger")
         trainer = build_trainer(cfg, build_components(cfg, "callbacks") + attack_callbacks, loggers)
-        log_config(loggers, cfg)
-        if trainer.is_global_zero:
-            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record_config(trainer, loggers, cfg, output_dir)
 
         if cfg.train:
             trainer.fit(method, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, output_dir))
