@@ -25,10 +25,10 @@ class TensorLoader:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0,
+                 seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0,
                  rank: int = 0, world_size: int = 1, equal_shards: bool = False) -> None:
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.batch_size, self.shuffle = batch_size, shuffle
         self.seed, self.epoch_fn = seed, epoch_fn
         self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
         self._epoch, self._served, self._resume_at = 0, 0, None
@@ -41,10 +41,10 @@ class TensorLoader:
         """Make the next pass over ``state["epoch"]`` skip the batches already handed out."""
         self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
-    def _indices(self) -> Tensor:
+    def _indices(self, epoch: int) -> Tensor:
         n = len(self.labels)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch_fn())
+            generator = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
@@ -62,8 +62,7 @@ class TensorLoader:
         return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
-        size = self._shard_size()
-        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         self._epoch = self.epoch_fn()
@@ -71,7 +70,7 @@ class TensorLoader:
         if self._resume_at is not None and self._resume_at[0] == self._epoch:
             start = self._resume_at[1]
         self._resume_at = None
-        order = self._indices()
+        order = self._indices(self._epoch)
         for batch in range(start, len(self)):
             self._served = batch + 1
             idx = order[batch * self.batch_size:(batch + 1) * self.batch_size]
@@ -147,7 +146,7 @@ class TensorDataModule(L.LightningDataModule):
         return TensorLoader(
             images, labels,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train, drop_last=False, seed=self.shuffle_seed,
+            shuffle=train, seed=self.shuffle_seed,
             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,

@@ -74,9 +74,16 @@ def build_components(cfg: DictConfig, group: str) -> list[Any]:
     return [instantiate(node, f"{group}.{name}") for name, node in (cfg.get(group) or {}).items()]
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, attack_callbacks: list[AttackEvaluation], loggers: list[Logger]) -> L.Trainer:
+    """The configured Trainer with ``cfg.callbacks`` plus the attack callbacks, writing atomic checkpoints."""
+    callbacks = build_components(cfg, "callbacks") + attack_callbacks
     return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
                        plugins=[AtomicCheckpointIO()])
+
+
+def figure_paths(attack_callbacks: list[AttackEvaluation]) -> dict[str, str]:
+    """The example figure each attack saved, for ``results.json``."""
+    return {cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path}
 
 
 def record_config(trainer: L.Trainer, loggers: list[Logger], cfg: DictConfig, output_dir: Path) -> None:

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustxai.methods.base import EvaluationModule
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
-                                    build_trainer, log, prepare, record_config, scalar_metrics, task_context,
-                                    write_results)
+                                    build_trainer, figure_paths, log, prepare, record_config, scalar_metrics,
+                                    task_context, write_results)
 from robustxai.utils.checkpoint import load_model_weights
 
 FROM_TRAINING_RUN = ("data", "threat", "model")
@@ -56,12 +56,12 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]
         attack_callbacks = build_attack_callbacks(cfg, output_dir)
         load_model_weights(model, cfg.ckpt_path)
         loggers = build_components(cfg, "logger")
-        trainer = build_trainer(cfg, build_components(cfg, "callbacks") + attack_callbacks, loggers)
+        trainer = build_trainer(cfg, attack_callbacks, loggers)
         record_config(trainer, loggers, cfg, output_dir)
         trainer.test(EvaluationModule(model), datamodule=datamodule, verbose=trainer.is_global_zero)
         metrics = scalar_metrics(trainer)
 
     if trainer.is_global_zero:
         write_results(output_dir, metrics, task="eval", checkpoint=str(cfg.ckpt_path), **info,
-                      images={cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path})
+                      images=figure_paths(attack_callbacks))
     return metrics

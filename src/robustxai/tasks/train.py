@@ -6,10 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
-                                    build_trainer, log, prepare, record_config, scalar_metrics, task_context,
-                                    write_results)
 from robustxai.errors import ConfigError
+from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
+                                    build_trainer, figure_paths, log, prepare, record_config, scalar_metrics,
+                                    task_context, write_results)
 from robustxai.utils.config import instantiate
 
 
@@ -40,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         method = instantiate(cfg.method, "method", model=model)
         attack_callbacks = build_attack_callbacks(cfg, output_dir) if cfg.test else []
         loggers = build_components(cfg, "logger")
-        trainer = build_trainer(cfg, build_components(cfg, "callbacks") + attack_callbacks, loggers)
+        trainer = build_trainer(cfg, attack_callbacks, loggers)
         record_config(trainer, loggers, cfg, output_dir)
 
         if cfg.train:
@@ -55,5 +55,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_results(output_dir, metrics, task="train", **info,
                       best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
                       last_checkpoint=str(last) if last.exists() else None,
-                      images={cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path})
+                      images=figure_paths(attack_callbacks))
     return metrics

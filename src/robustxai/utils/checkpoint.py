@@ -30,7 +30,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | Path, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
