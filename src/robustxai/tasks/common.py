@@ -63,27 +63,34 @@ def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> nn.Module:
     return model
 
 
-def build_attack_callbacks(cfg: DictConfig, output_dir: Path) -> list[AttackEvaluation]:
-    """One :class:`AttackEvaluation` per entry of ``cfg.attack`` (built now, so bad values fail early)."""
-    attacks = cfg.get("attack") or {}
-    return [AttackEvaluation(name, instantiate(node, f"attack.{name}"), output_dir=output_dir)
-            for name, node in attacks.items()]
+def build_attack_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
+    """One evaluation callback per entry of ``cfg.attack`` (built now, so bad values fail early).
+
+    An attack object that defines ``evaluation_callback(name, output_dir)`` (attacks on
+    explanations, ARA) supplies its own callback; any other attack is wrapped in :class:`AttackEvaluation`.
+    """
+    callbacks: list[L.Callback] = []
+    for name, node in (cfg.get("attack") or {}).items():
+        attack = instantiate(node, f"attack.{name}")
+        make = getattr(attack, "evaluation_callback", None)
+        callbacks.append(make(name, output_dir) if make else AttackEvaluation(name, attack, output_dir=output_dir))
+    return callbacks
 
 
 def build_components(cfg: DictConfig, group: str) -> list[Any]:
     return [instantiate(node, f"{group}.{name}") for name, node in (cfg.get(group) or {}).items()]
 
 
-def build_trainer(cfg: DictConfig, attack_callbacks: list[AttackEvaluation], loggers: list[Logger]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, attack_callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
     """The configured Trainer with ``cfg.callbacks`` plus the attack callbacks, writing atomic checkpoints."""
     callbacks = build_components(cfg, "callbacks") + attack_callbacks
     return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
                        plugins=[AtomicCheckpointIO()])
 
 
-def figure_paths(attack_callbacks: list[AttackEvaluation]) -> dict[str, str]:
-    """The example figure each attack saved, for ``results.json``."""
-    return {cb.name: str(cb.grid_path) for cb in attack_callbacks if cb.grid_path}
+def figure_paths(attack_callbacks: list[L.Callback]) -> dict[str, str]:
+    """The example figure each attack saved (a callback's ``grid_path``), for ``results.json``."""
+    return {cb.name: str(cb.grid_path) for cb in attack_callbacks if getattr(cb, "grid_path", None)}
 
 
 def record_config(trainer: L.Trainer, loggers: list[Logger], cfg: DictConfig, output_dir: Path) -> None:
