@@ -108,7 +108,7 @@ def check_sweep(sweep: Path, labels: list[str]) -> None:
         assert float(row["test/acc"]) == job["test/acc"]
         assert float(row["test/robust_acc/pgd"]) == job["test/robust_acc/pgd"]
     markdown = (sweep / "comparison.md").read_text()
-    assert markdown.startswith("| job | overrides | test/acc | test/robust_acc/pgd")
+    assert markdown.startswith("| job | overrides | NA test/acc | AA test/robust_acc/pgd")
     assert all(label in markdown for label in labels)
 
 

@@ -15,7 +15,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-PREFERRED = ("test/acc", "test/robust_acc/")
+# column order and the paper names of the headline metrics (RAR: NA, AA, IN, CO)
+PREFERRED = ("test/acc", "test/robust_acc/", "test/topk_intersection/", "test/kendall/", "test/spearman/")
+LEGEND = {"test/acc": "NA", "test/robust_acc/": "AA", "test/topk_intersection/": "IN", "test/kendall/": "CO"}
 
 
 def _job_label(job_dir: Path) -> str:
@@ -33,9 +35,18 @@ def collect(sweep_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
         metrics = json.loads(results.read_text()).get("metrics", {})
         rows.append({"job": results.parent.name, "overrides": _job_label(results.parent), **metrics})
     names = sorted({k for row in rows for k in row if k not in ("job", "overrides")})
-    first = [n for n in names if n == PREFERRED[0]] + [n for n in names if n.startswith(PREFERRED[1])]
+    first = [n for n in names if n == PREFERRED[0]]
+    first += [n for prefix in PREFERRED[1:] for n in names if n.startswith(prefix)]
     rest = [n for n in names if n not in first and n.startswith("test/") and "/max_" not in n]
     return first + rest, rows
+
+
+def _header(column: str) -> str:
+    """``test/kendall/topk`` -> ``CO test/kendall/topk``: the paper's name in front where it has one."""
+    for prefix, short in LEGEND.items():
+        if column == prefix or (prefix.endswith("/") and column.startswith(prefix)):
+            return f"{short} {column}"
+    return column
 
 
 def _fmt(value: Any) -> str:
@@ -44,7 +55,7 @@ def _fmt(value: Any) -> str:
 
 def to_markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     header = ["job", "overrides", *columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_header(c) for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in header) + " |" for row in rows]
     return "\n".join(lines)
 
