@@ -1,3 +1,13 @@
 """Attribution maps: ``attribution(model, x, target, create_graph=False) -> maps`` (plain torch, batched)."""
 
-__all__: list[str] = []
+from robustxai.attributions.base import Attribution
+from robustxai.attributions.gradient import InputXGradient, Saliency
+from robustxai.attributions.integrated_gradients import IntegratedGradients, riemann_alphas
+from robustxai.attributions.postprocess import (Postprocess, channel_sum, normalize_to_size,
+                                                rar_saliency)
+from robustxai.attributions.smooth_grad import SmoothGrad
+
+__all__ = [
+    "Attribution", "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "riemann_alphas",
+    "Postprocess", "channel_sum", "normalize_to_size", "rar_saliency",
+]

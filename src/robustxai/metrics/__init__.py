@@ -1,3 +1,6 @@
 """Metrics: torchmetrics ``Metric`` classes (synced under DDP); functional twins in ``metrics.functional``."""
 
-__all__: list[str] = []
+from robustxai.metrics.attribution_similarity import (KendallTau, MapPairMean, MassCenterShift,
+                                                      SpearmanCorrelation, TopKIntersection)
+
+__all__ = ["MapPairMean", "KendallTau", "SpearmanCorrelation", "TopKIntersection", "MassCenterShift"]

@@ -1,0 +1,209 @@
+"""Attribution-comparison metrics, batched over maps: Kendall tau-b, Spearman, top-k intersection, mass centre.
+
+Every function takes two batches of maps of shape (N, ...) (flattened from dim 1, so (N, H, W)
+and (N, D) both work) and returns one value per map pair, shape (N,). Ties are handled exactly
+as scipy does (tau-b, average ranks); a map with no ranking information (constant) gives NaN,
+as in scipy. Rank statistics are exact in any floating dtype: values are only compared.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _flat_pair(a: Tensor, b: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Check that a and b are same-shaped batches of maps and flatten them to (N, D)."""
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"{name}: a and b must be tensors")
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.ndim < 2:
+        raise ValueError(f"{name}: maps must be batched, shape (N, ...), got {tuple(a.shape)}; "
+                         f"use a[None] for a single map")
+    if a.is_complex() or b.is_complex():
+        raise TypeError(f"{name}: complex maps are not supported")
+    return a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+
+
+def _result_dtype(a: Tensor) -> torch.dtype:
+    """float64 for float64 maps, float32 otherwise."""
+    return torch.float64 if a.dtype == torch.float64 else torch.float32
+
+
+def _has_nan(x: Tensor) -> Tensor:
+    return torch.isnan(x).any(dim=1) if x.is_floating_point() else torch.zeros(len(x), dtype=torch.bool,
+                                                                              device=x.device)
+
+
+def _run_starts(new_run: Tensor) -> Tensor:
+    """For a (N, D) mask of run starts in sorted rows, the index where each element's run starts."""
+    idx = torch.arange(new_run.shape[1], device=new_run.device).expand_as(new_run)
+    return torch.where(new_run, idx, torch.zeros_like(idx)).cummax(dim=1).values
+
+
+def _changes(sorted_x: Tensor) -> Tensor:
+    """(N, D) mask: True where a sorted row's value differs from its left neighbour (and at 0)."""
+    out = torch.ones_like(sorted_x, dtype=torch.bool)
+    out[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    return out
+
+
+def _tied_pairs(new_run: Tensor) -> Tensor:
+    """Number of tied pairs per row, sum over runs of t(t-1)/2, from the run-start mask of sorted rows."""
+    idx = torch.arange(new_run.shape[1], device=new_run.device)
+    return (idx - _run_starts(new_run)).sum(dim=1)
+
+
+def count_inversions(x: Tensor) -> Tensor:
+    """Number of pairs i < j with x[i] > x[j] in each row of a (N, D) tensor, as int64 (N,).
+
+    A bottom-up merge sort, vectorised over rows and blocks: at each level the elements of every
+    right block are located in the sorted left block with ``torch.searchsorted`` (giving the
+    inversions across the two blocks and the merged positions at once). O(D log^2 D) work,
+    log2(D) levels of batched tensor operations, no Python loop over elements.
+    """
+    n, d = x.shape
+    if d < 2:
+        return torch.zeros(n, dtype=torch.long, device=x.device)
+    width = 1 << (d - 1).bit_length()
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    if width > d:  # pad with the dtype's maximum at the end: it adds no inversion
+        top = float("inf") if x.is_floating_point() else torch.iinfo(x.dtype).max
+        x = torch.cat([x, x.new_full((n, width - d), top)], dim=1)
+    total = torch.zeros(n, dtype=torch.long, device=x.device)
+    size = 1
+    while size < width:
+        blocks = x.view(n, width // (2 * size), 2, size)
+        left, right = blocks[:, :, 0].contiguous(), blocks[:, :, 1].contiguous()
+        left_le_right = torch.searchsorted(left, right, right=True)   # left elements <= each right one
+        right_lt_left = torch.searchsorted(right, left, right=False)  # right elements < each left one
+        total += (size - left_le_right).sum(dim=(1, 2))
+        pos = torch.arange(size, device=x.device)
+        merged_pos = torch.cat([pos + right_lt_left, pos + left_le_right], dim=2)
+        x = torch.empty_like(x).view(n, width // (2 * size), 2 * size).scatter_(
+            2, merged_pos, torch.cat([left, right], dim=2)).view(n, width)
+        size *= 2
+    return total
+
+
+def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
+    """Kendall's tau-b between each pair of maps, equal to ``scipy.stats.kendalltau(a_i, b_i).statistic``.
+
+    Knight's O(D log D)-style algorithm, batched: sort lexicographically by (a, b), count the tied
+    pairs in a, in b and in both, and count discordant pairs as inversions of the b sequence.
+    NaN where a map is constant (tau-b undefined), where D < 2, or where a map holds a NaN.
+    """
+    a, b = _flat_pair(a, b, "kendall_tau")
+    n, d = a.shape
+    order_b = torch.sort(b, dim=1, stable=True).indices
+    b_by_b = b.gather(1, order_b)
+    a_by_b = a.gather(1, order_b)
+    order_a = torch.sort(a_by_b, dim=1, stable=True).indices
+    a_lex = a_by_b.gather(1, order_a)
+    b_lex = b_by_b.gather(1, order_a)  # (a, b) lexicographic order
+
+    a_starts = _changes(a_lex)
+    ties_a = _tied_pairs(a_starts)
+    ties_ab = _tied_pairs(a_starts | _changes(b_lex))
+    ties_b = _tied_pairs(_changes(b_by_b))
+    discordant = count_inversions(b_lex)
+
+    total = d * (d - 1) // 2
+    numerator = (total - ties_a - ties_b + ties_ab - 2 * discordant).double()
+    denominator = ((total - ties_a).double() * (total - ties_b).double()).sqrt()
+    tau = (numerator / denominator).clamp(-1.0, 1.0)
+    undefined = (ties_a == total) | (ties_b == total) | _has_nan(a) | _has_nan(b)
+    tau = torch.where(undefined, torch.full_like(tau, float("nan")), tau)
+    return tau.to(_result_dtype(a))
+
+
+def average_ranks(x: Tensor) -> Tensor:
+    """1-based ranks of each row of a (N, D) tensor, ties getting the mean of their ranks (float64)."""
+    n, d = x.shape
+    sorted_x, order = torch.sort(x, dim=1, stable=True)
+    starts = _run_starts(_changes(sorted_x))
+    ends_mask = torch.ones_like(sorted_x, dtype=torch.bool)
+    ends_mask[:, :-1] = sorted_x[:, :-1] != sorted_x[:, 1:]
+    idx = torch.arange(d, device=x.device).expand(n, d)
+    ends = torch.where(ends_mask, idx, torch.full_like(idx, d)).flip(1).cummin(dim=1).values.flip(1)
+    mean_rank = (starts + ends).double() / 2 + 1
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman's rho per map pair (Pearson correlation of average ranks), equal to ``scipy.stats.spearmanr``.
+
+    NaN where a map is constant or holds a NaN.
+    """
+    a, b = _flat_pair(a, b, "spearman")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra = ra - ra.mean(dim=1, keepdim=True)
+    rb = rb - rb.mean(dim=1, keepdim=True)
+    rho = (ra * rb).sum(dim=1) / ((ra * ra).sum(dim=1) * (rb * rb).sum(dim=1)).sqrt()
+    rho = rho.clamp(-1.0, 1.0)
+    rho = torch.where(_has_nan(a) | _has_nan(b), torch.full_like(rho, float("nan")), rho)
+    return rho.to(_result_dtype(a))
+
+
+def topk_indices(maps: Tensor, k: int) -> Tensor:
+    """Indices (into the flattened map) of the k largest entries of each map, largest first.
+
+    Deterministic tie-break: among equal values the lower flat index ranks higher (a stable
+    descending sort), unlike ``numpy.argsort(...)[-k:]`` (arbitrary) or ``torch.topk`` (unspecified).
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= flat.shape[1]:
+        raise ValueError(f"k must be an integer in [1, {flat.shape[1]}] (the map size), got {k!r}")
+    return torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def topk_intersection(a: Tensor, b: Tensor, k: int) -> Tensor:
+    """|top-k(a) ∩ top-k(b)| / k per map pair (Ghorbani et al.'s top-k intersection), ties as in :func:`topk_indices`."""
+    a, b = _flat_pair(a, b, "topk_intersection")
+    top_a, top_b = topk_indices(a, k), topk_indices(b, k)
+    in_top_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, top_a, True)
+    shared = in_top_a.gather(1, top_b).sum(dim=1)
+    return (shared.double() / k).to(_result_dtype(a))
+
+
+def mass_center(maps: Tensor) -> Tensor:
+    """The weighted (row, col) centre of each (H, W) map: sum_ij S_ij (i, j) / sum_ij S_ij, shape (N, 2).
+
+    Meant for non-negative maps. Dividing by the map's sum (not by H*W as the seed code does) is
+    the same for RAR-normalised maps and right for any other scale. A map summing to 0 is
+    treated as uniform (as :func:`robustxai.attributions.postprocess.normalize_to_size` does):
+    its centre is the image centre ((H-1)/2, (W-1)/2).
+    """
+    if maps.ndim != 3:
+        raise ValueError(f"mass_center expects (N, H, W) maps, got shape {tuple(maps.shape)}; "
+                         f"sum the channels first (robustxai.attributions.postprocess.channel_sum)")
+    n, h, w = maps.shape
+    dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    maps = maps.to(dtype)
+    total = maps.sum(dim=(1, 2))
+    zero = total == 0
+    rows = torch.arange(h, dtype=dtype, device=maps.device)
+    cols = torch.arange(w, dtype=dtype, device=maps.device)
+    safe = torch.where(zero, torch.ones_like(total), total)
+    center = torch.stack([(maps.sum(dim=2) * rows).sum(dim=1) / safe,
+                          (maps.sum(dim=1) * cols).sum(dim=1) / safe], dim=1)
+    middle = torch.tensor([(h - 1) / 2, (w - 1) / 2], dtype=dtype, device=maps.device)
+    return torch.where(zero.unsqueeze(1), middle.expand(n, 2), center)
+
+
+def mass_center_shift(a: Tensor, b: Tensor, truncate: bool = False) -> Tensor:
+    """L2 distance (in pixels) between the mass centres of each pair of (N, H, W) maps, shape (N,).
+
+    ``truncate=True`` reproduces the seed: both centres go through Python's ``int()``
+    (``torch.trunc``) before the distance, ||int(c(a)) - int(c(b))||_2. The default keeps the
+    centres continuous (and the result differentiable).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"mass_center_shift: a and b must have the same shape, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    ca, cb = mass_center(a), mass_center(b)
+    if truncate:
+        ca, cb = ca.trunc(), cb.trunc()
+    return (ca - cb).norm(dim=1)
