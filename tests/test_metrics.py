@@ -1,0 +1,252 @@
+"""Map-comparison metrics: Kendall tau-b and Spearman equal scipy (ties, zeros, constant maps), top-k
+intersection on hand cases and a NumPy reference, mass centre, torchmetrics classes = functional mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robustxai.metrics import KendallTau, MassCenterShift, SpearmanCorrelation, TopKIntersection
+from robustxai.metrics.functional import (average_ranks, count_inversions, kendall_tau, mass_center,
+                                          mass_center_shift, spearman, topk_indices, topk_intersection)
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+pytestmark = pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning",
+                                        "ignore:One or more sample arguments is too small")
+
+
+def scipy_rows(fn, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    a, b = a.reshape(len(a), -1).double().numpy(), b.reshape(len(b), -1).double().numpy()
+    return np.array([fn(a[i], b[i]).statistic for i in range(len(a))], dtype=np.float64)
+
+
+def kendall_ref(a, b):
+    return scipy_rows(lambda u, v: scipy_stats.kendalltau(u, v, variant="b"), a, b)
+
+
+def spearman_ref(a, b):
+    return scipy_rows(scipy_stats.spearmanr, a, b)
+
+
+def assert_matches(ours: torch.Tensor, ref: np.ndarray, atol: float) -> None:
+    ours = ours.double().numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=atol, equal_nan=True)
+
+
+def mnist_like_ig_maps(n: int, side: int, seed: int) -> torch.Tensor:
+    """Channel-summed |IG|-like maps: ~80% exact zeros (black background), the rest continuous."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.rand(n, side, side, generator=g, dtype=torch.float64) ** 3
+    return values * (torch.rand(n, side, side, generator=g) < 0.2)
+
+
+# ----------------------------------------------------------------------------- Kendall / Spearman
+
+@pytest.mark.parametrize("kind", ["continuous", "quantised", "mnist_zeros", "one_sided_ties"])
+def test_rank_correlations_equal_scipy(kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "continuous":
+        a = torch.randn(6, 28, 28, generator=g, dtype=torch.float64)
+        b = a + torch.randn(6, 28, 28, generator=g, dtype=torch.float64)
+    elif kind == "quantised":
+        a = torch.randint(0, 5, (6, 28, 28), generator=g).double()
+        b = (a + torch.randint(-2, 3, (6, 28, 28), generator=g)).clamp(0, 4)
+    elif kind == "mnist_zeros":
+        a, b = mnist_like_ig_maps(6, 28, 1), mnist_like_ig_maps(6, 28, 2)
+        b[:3] = a[:3] * (1 + 0.1 * torch.rand(3, 28, 28, generator=g, dtype=torch.float64))
+    else:
+        a = torch.randn(6, 100, generator=g, dtype=torch.float64)
+        b = torch.randint(0, 2, (6, 100), generator=g).double()
+    assert_matches(kendall_tau(a, b), kendall_ref(a, b), atol=1e-12)
+    assert_matches(spearman(a, b), spearman_ref(a, b), atol=1e-12)
+    assert_matches(kendall_tau(b, a), kendall_ref(b, a), atol=1e-12)
+
+
+def test_rank_correlations_on_16384_pixel_maps_equal_scipy():
+    a, b = mnist_like_ig_maps(2, 128, 3).float(), mnist_like_ig_maps(2, 128, 4).float()
+    b[0] = a[0] + 0.01 * torch.rand(128, 128) * (a[0] > 0)
+    assert_matches(kendall_tau(a, b), kendall_ref(a, b), atol=1e-6)  # float32 result
+    assert_matches(spearman(a, b), spearman_ref(a, b), atol=1e-6)
+
+
+def test_float32_maps_give_float32_results_float64_give_float64():
+    a, b = torch.rand(3, 10), torch.rand(3, 10)
+    assert kendall_tau(a, b).dtype == torch.float32 and spearman(a, b).dtype == torch.float32
+    assert kendall_tau(a.double(), b.double()).dtype == torch.float64
+
+
+def test_integer_maps_are_ranked_exactly():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 4, (3, 50), generator=g), torch.randint(0, 4, (3, 50), generator=g)
+    assert_matches(kendall_tau(a, b), kendall_ref(a, b), atol=1e-6)
+    assert_matches(spearman(a, b), spearman_ref(a, b), atol=1e-6)
+
+
+def test_constant_maps_and_tiny_maps_give_nan_like_scipy():
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [2.0, 2.0, 2.0, 2.0]])
+    assert torch.isnan(kendall_tau(a, b)).all() and torch.isnan(spearman(a, b)).all()
+    assert np.isnan(kendall_ref(a, b)).all() and np.isnan(spearman_ref(a, b)).all()
+    assert torch.isnan(kendall_tau(torch.ones(2, 1), torch.ones(2, 1))).all()  # D = 1
+
+
+def test_nan_in_a_map_gives_nan_for_that_pair_only():
+    a, b = torch.rand(2, 20), torch.rand(2, 20)
+    a[0, 3] = float("nan")
+    for fn in (kendall_tau, spearman):
+        out = fn(a, b)
+        assert torch.isnan(out[0]) and not torch.isnan(out[1])
+
+
+def test_perfect_and_reversed_order():
+    a = torch.arange(10.0).repeat(2, 1)
+    assert torch.equal(kendall_tau(a, a), torch.ones(2))
+    assert torch.equal(kendall_tau(a, -a), -torch.ones(2))
+    torch.testing.assert_close(spearman(a, 2 * a + 1), torch.ones(2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 70), st.integers(1, 6), st.integers(1, 6),
+       st.integers(0, 2**31 - 1))
+def test_rank_correlations_equal_scipy_hypothesis(n, d, levels_a, levels_b, seed):
+    """Random sizes (not powers of two) and value ranges from all-tied to almost distinct."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, levels_a, (n, d), generator=g).double() * 0.5
+    b = torch.randint(0, levels_b, (n, d), generator=g).double() - 1.0
+    assert_matches(kendall_tau(a, b), kendall_ref(a, b), atol=1e-12)
+    assert_matches(spearman(a, b), spearman_ref(a, b), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=0, max_size=45))
+def test_count_inversions_equals_brute_force(values):
+    x = torch.tensor([values], dtype=torch.float64).reshape(1, len(values))
+    brute = sum(values[i] > values[j] for i in range(len(values)) for j in range(i + 1, len(values)))
+    assert count_inversions(x).tolist() == [brute]
+    assert count_inversions(x.long()).tolist() == [brute]
+
+
+def test_average_ranks_equal_scipy_rankdata():
+    x = torch.tensor([[3.0, 1.0, 3.0, 0.0, 3.0, 1.0]])
+    np.testing.assert_array_equal(average_ranks(x)[0].numpy(), scipy_stats.rankdata(x[0].numpy()))
+
+
+# ----------------------------------------------------------------------------- top-k intersection
+
+def test_topk_intersection_hand_cases():
+    a = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    b = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    assert topk_intersection(a, b, k=2).tolist() == [0.0]
+    assert topk_intersection(a, b, k=3).tolist() == pytest.approx([1 / 3])  # index 2 shared
+    assert topk_intersection(a, b, k=5).tolist() == [1.0]
+    assert topk_intersection(a, a, k=1).tolist() == [1.0]
+
+
+def test_topk_tie_break_is_lowest_index_first():
+    maps = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
+    assert topk_indices(maps, 2).tolist() == [[1, 3]]
+    assert topk_indices(maps, 4).tolist() == [[1, 3, 5, 0]]
+    zeros = torch.zeros(1, 8)
+    shifted = torch.zeros(1, 8)
+    shifted[0, 7] = 1.0
+    assert topk_intersection(zeros, shifted, k=3).tolist() == pytest.approx([2 / 3])  # {0,1,2} vs {7,0,1}
+
+
+def test_topk_intersection_equals_numpy_reference_on_distinct_values():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 28, 28, generator=g)
+    b = a + torch.randn(8, 28, 28, generator=g)
+    for k in (1, 10, 100, 784):
+        ref = [len(np.intersect1d(np.argsort(a[i].flatten().numpy())[-k:],
+                                  np.argsort(b[i].flatten().numpy())[-k:])) / k for i in range(8)]
+        np.testing.assert_allclose(topk_intersection(a, b, k).numpy(), ref, rtol=1e-6)
+
+
+def test_topk_k_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="k must be"):
+        topk_intersection(torch.rand(2, 5), torch.rand(2, 5), k=6)
+    with pytest.raises(ValueError, match="same shape"):
+        topk_intersection(torch.rand(2, 5), torch.rand(2, 6), k=1)
+
+
+# ----------------------------------------------------------------------------- mass centre
+
+def test_mass_center_hand_cases():
+    maps = torch.zeros(3, 4, 5)
+    maps[0, 2, 3] = 7.0                        # one hot pixel
+    maps[1, 0, 0], maps[1, 3, 4] = 1.0, 1.0   # two equal pixels: midpoint
+    # maps[2] all zero: the image centre
+    torch.testing.assert_close(mass_center(maps), torch.tensor([[2.0, 3.0], [1.5, 2.0], [1.5, 2.0]]))
+
+
+def test_mass_center_equals_numpy_reference_and_seed_formula():
+    maps = mnist_like_ig_maps(5, 28, 0)
+    maps = 784 * maps / maps.sum(dim=(1, 2), keepdim=True)  # RAR normalisation: sums to H*W
+    rows, cols = np.mgrid[0:28, 0:28]
+    for i in range(5):
+        s = maps[i].numpy()
+        seed_center = np.array([(s * rows).sum(), (s * cols).sum()]) / (28 * 28)  # seed: divides by H*W
+        np.testing.assert_allclose(mass_center(maps)[i].numpy(), seed_center, rtol=1e-10)
+
+
+def test_mass_center_shift_continuous_and_truncated():
+    a, b = torch.zeros(1, 10, 10), torch.zeros(1, 10, 10)
+    a[0, 1, 1], a[0, 1, 2] = 1.0, 1.0   # centre (1, 1.5)
+    b[0, 4, 5], b[0, 5, 5] = 1.0, 1.0   # centre (4.5, 5)
+    torch.testing.assert_close(mass_center_shift(a, b), torch.tensor([np.hypot(3.5, 3.5)], dtype=torch.float32))
+    torch.testing.assert_close(mass_center_shift(a, b, truncate=True),
+                               torch.tensor([np.hypot(3.0, 4.0)], dtype=torch.float32))  # (1,1) vs (4,5)
+
+
+def test_mass_center_needs_channel_free_maps():
+    with pytest.raises(ValueError, match="channel_sum"):
+        mass_center(torch.rand(2, 1, 4, 4))
+
+
+# ----------------------------------------------------------------------------- torchmetrics classes
+
+@pytest.mark.parametrize("metric, fn", [
+    (KendallTau(), kendall_tau), (SpearmanCorrelation(), spearman),
+    (TopKIntersection(k=20), lambda a, b: topk_intersection(a, b, 20)),
+    (MassCenterShift(), mass_center_shift), (MassCenterShift(truncate=True),
+                                             lambda a, b: mass_center_shift(a, b, truncate=True)),
+])
+def test_metric_classes_equal_functional_mean_over_batches(metric, fn):
+    batches = [(mnist_like_ig_maps(n, 12, s), mnist_like_ig_maps(n, 12, s + 100)) for s, n in
+               enumerate((5, 3, 1))]
+    for a, b in batches:
+        metric.update(a, b)
+    expected = torch.cat([fn(a, b).double() for a, b in batches]).mean()
+    torch.testing.assert_close(metric.compute().double(), expected, rtol=1e-6, atol=1e-7)
+    assert metric.count == 9
+
+
+def test_metric_states_merge_by_sum_as_under_ddp():
+    """Two 'ranks' merged with the states' dist_reduce_fx give the mean over all pairs."""
+    a, b = mnist_like_ig_maps(6, 10, 0), mnist_like_ig_maps(6, 10, 1)
+    rank0, rank1 = KendallTau(), KendallTau()
+    rank0.update(a[:4], b[:4])
+    rank1.update(a[4:], b[4:])
+    rank0.merge_state(rank1)
+    torch.testing.assert_close(rank0.compute().double(), kendall_tau(a, b).double().mean(), rtol=1e-6, atol=0)
+    assert all(rank0._reductions[name] is not None for name in ("total", "count", "num_nan"))
+
+
+def test_metric_nan_policy():
+    a = torch.rand(3, 16)
+    b = torch.rand(3, 16)
+    b[1] = 0.5  # constant map: tau undefined
+    propagate, omit = KendallTau(), KendallTau(nan_policy="omit")
+    propagate.update(a, b)
+    omit.update(a, b)
+    assert torch.isnan(propagate.compute())
+    torch.testing.assert_close(omit.compute(), kendall_tau(a[[0, 2]], b[[0, 2]]).mean())
+    assert omit.num_nan == 1 and omit.count == 2
+    with pytest.raises(ValueError, match="nan_policy"):
+        KendallTau(nan_policy="raise")
