@@ -392,3 +392,79 @@ def test_psi_persists_across_epochs_and_resumes_from_a_checkpoint(tmp_path):
     assert float(resumed.psi.integral) == pytest.approx(float(full.psi.integral), rel=1e-9)
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+# -- the four experiments ----------------------------------------------------------------------------
+def shrink_to_synthetic(cfg: DictConfig) -> None:
+    """Swap in the synthetic set and a one-block-per-stage net; 2 optimiser steps, no test, no logger."""
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create({"_target_": "tests.test_woods_training.SyntheticCIFAR", "batch_size": 8})
+        cfg.model.blocks_per_stage = 1
+        cfg.model.widths = [4, 8, 8]
+        cfg.trainer.max_steps = 2
+        cfg.trainer.accelerator = "cpu"
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.log_every_n_steps = 1
+        cfg.logger = {}
+        cfg.callbacks.pop("progress_bar", None)
+        cfg.callbacks.pop("model_summary", None)
+        cfg.test = False
+
+
+SEED_SETTINGS = {  # experiment: (activation, attack mode or None, half_and_half, lipschitz)
+    "woods_standard": ("relu", None, None, False),
+    "woods_adv_train": ("relu", ("plain", 0.01, None), False, False),
+    "woods_robust": ("half_huber", None, None, True),
+    "woods_all": ("half_huber", ("l2min", 0.1, False), True, True),
+}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_with_the_seed_settings_and_trains_two_steps(experiment, tmp_path):
+    from robustxai.tasks.train import train
+
+    cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
+    validate_config(cfg)
+    activation, attack, half, lipschitz = SEED_SETTINGS[experiment]
+    assert cfg.data._target_.endswith("CIFAR10DataModule") and cfg.data.batch_size == 128 and cfg.data.val_size == 0
+    assert cfg.model._target_.endswith("WoodsResNet") and cfg.model.activation == activation
+    assert cfg.trainer.max_epochs == 200 and list(cfg.method.scheduler.milestones) == [170, 195]
+    opt = cfg.method.optimizer
+    assert (opt.lr, opt.momentum, opt.weight_decay, opt.nesterov) == (0.1, 0.9, 1e-4, False)
+    assert cfg.method.lipschitz == lipschitz
+    if attack is None:
+        assert cfg.method.attack is None
+    else:
+        mode, eps, track_best = attack
+        a = cfg.method.attack
+        assert (a.mode, a.eps, a.steps, a.eps_overshoot, a.momentum, a.model_mode, a.half_and_half) == \
+            (mode, eps, 7, 1.0, 0.0, "train", half)
+        assert a.get("track_best") == track_best and a.sanity_check == "off"
+    if lipschitz:
+        m = cfg.method
+        assert (m.zeta, m.penalty_power, m.psi_0, m.psi_rate, m.ce_target, m.eps_better, m.eps_worse) == \
+            (0.2, 2.0, 220.0, 0.02, 1.5, 1.0, 0.01)
+
+    shrink_to_synthetic(cfg)
+    metrics = train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 and math.isfinite(metrics["train/ce_epoch"])
+    assert ("train/psi" in metrics) == lipschitz and ("train/penalty" in metrics) == lipschitz
+    if lipschitz:
+        assert metrics["train/psi"] >= 220.0 and ckpt["state_dict"]["psi.integral"].dtype == torch.float64
+    forwards = 1 if attack is None else 8                # the attack's 7 train-mode forwards + the training one
+    assert int(ckpt["state_dict"]["model.pipe.4.num_batches_tracked"]) == 2 * forwards
+
+
+@pytest.mark.parametrize("data_dir", ["empty", "shared"])
+def test_experiments_without_the_training_split_stop_with_a_dataset_error(data_dir, tmp_path):
+    from robustxai.errors import DatasetError
+    from robustxai.tasks.common import build_datamodule
+
+    cfg = compose_cfg(["experiment=woods_standard", "data.download=false"], tmp_path)
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(ROOT.parent / "shared" / "data") if data_dir == "shared" else str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    datamodule = build_datamodule(cfg)
+    with pytest.raises(DatasetError, match="training split is not available.*data_batch_1"):
+        datamodule.setup("fit")
