@@ -8,6 +8,7 @@ from typing import Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustxai.errors import ConfigError
 from robustxai.methods.base import EvaluationModule
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
                                     build_trainer, figure_paths, log, prepare, record_config, scalar_metrics,
@@ -48,13 +49,20 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]
 
     ``overrides`` are the command line's; they decide which components come from the training run.
     """
+    imported = cfg.get("ckpt_path") is None
+    if imported and not (cfg.get("model") or {}).get("weights"):
+        raise ConfigError("ckpt_path is required: a checkpoint written by src/train.py "
+                          "(or, for an imported foreign model, model.weights=<its file> and no ckpt_path)")
+    if not imported and (cfg.get("model") or {}).get("weights"):
+        raise ConfigError("give either ckpt_path or model.weights, not both")
     with task_context("eval") as info:
-        info["from_training_run"] = adopt_training_run(cfg, overrides)
+        info["from_training_run"] = [] if imported else adopt_training_run(cfg, overrides)
         output_dir = prepare(cfg)
         datamodule = build_datamodule(cfg)
-        model = build_model(cfg, datamodule)
+        model = build_model(cfg, datamodule)  # an imported model loads model.weights here
         attack_callbacks = build_attack_callbacks(cfg, output_dir)
-        load_model_weights(model, cfg.ckpt_path)
+        if not imported:
+            load_model_weights(model, cfg.ckpt_path)
         loggers = build_components(cfg, "logger")
         trainer = build_trainer(cfg, attack_callbacks, loggers)
         record_config(trainer, loggers, cfg, output_dir)
@@ -62,6 +70,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]
         metrics = scalar_metrics(trainer)
 
     if trainer.is_global_zero:
-        write_results(output_dir, metrics, task="eval", checkpoint=str(cfg.ckpt_path), **info,
+        write_results(output_dir, metrics, task="eval",
+                      checkpoint=str(cfg.ckpt_path if not imported else cfg.model.weights), **info,
                       images=figure_paths(attack_callbacks))
     return metrics

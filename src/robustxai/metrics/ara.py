@@ -1,0 +1,112 @@
+"""Accuracy-Robustness Area (ARA) of Woods et al. (seed 001, spec section 3).
+
+From per-image minimal adversarial RMS radii r_i: the area between the accuracy-vs-RMS-budget
+curve A(r) = fraction with r_i > r and the chance line 1/C, computed exactly as the seed does
+(right-endpoint sum over a 1000-bin histogram of [0, max r]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+
+def ara(radii: Tensor, num_classes: int, bins: int = 1000) -> Tensor:
+    """The seed's ARA: ``Delta * sum_k max(0, 1 - F_k - 1/C)`` over ``bins`` bins of [0, R].
+
+    ``radii`` are per-image RMS radii (0: the clean image already fails the criterion; ``inf``: never
+    failed within the search, which stays robust at every budget). R is the largest finite radius,
+    Delta = R / bins, F_k the fraction of all images in bins 0..k. Float32, as the seed.
+    """
+    if radii.dim() != 1 or radii.numel() == 0:
+        raise ValueError(f"radii must be a non-empty 1-D tensor, got shape {tuple(radii.shape)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    r = radii.detach().float()
+    if bool((r < 0).any()) or bool(r.isnan().any()):
+        raise ValueError("radii must be >= 0 (or inf) and not NaN")
+    finite = r[r.isfinite()]
+    r_max = float(finite.max()) if finite.numel() else 0.0
+    if r_max == 0.0:
+        return r.new_zeros(())
+    hist = torch.histc(finite, bins, min=0, max=r_max)
+    gap = r_max / bins
+    return gap * (1 - hist.cumsum(0) / r.numel()).add_(-1.0 / num_classes).clamp_(min=0).sum()
+
+
+def accuracy_at(radii: Tensor, budgets: Tensor) -> Tensor:
+    """A(b): the fraction of images whose minimal radius exceeds each budget ``b`` (robust accuracy)."""
+    return (radii.float()[None, :] > budgets.float()[:, None]).float().mean(1)
+
+
+class AccuracyRobustnessArea(Metric):
+    """Gathers per-image minimal radii (synced across processes) and computes :func:`ara` on them."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, bins: int = 1000) -> None:
+        super().__init__()
+        self.num_classes, self.bins = num_classes, bins
+        self.add_state("radii", default=[], dist_reduce_fx="cat")
+
+    def update(self, radii: Tensor) -> None:
+        self.radii.append(radii.detach().float().flatten())
+
+    def compute(self) -> Tensor:
+        return ara(dim_zero_cat(self.radii), self.num_classes, self.bins)
+
+    def all_radii(self) -> Tensor:
+        """Every gathered radius (after sync, from every process)."""
+        return dim_zero_cat(self.radii)
+
+
+__all__ = ["ara", "accuracy_at", "AccuracyRobustnessArea"]
+
+
+# -- the minimal-perturbation search that produces the radii ---------------------------------------
+
+ARA_MODES = {"attack": "l2min", "btr": "btr"}  # ARA name -> WoodsAttack keep/shrink rule
+
+
+def seed_subset(n_total: int, n_images: int, seed: int = 1776) -> Tensor:
+    """The seed's ARA image set: the first ``n_images`` of ``torch.randperm(n_total)`` after seeding 1776.
+
+    A private generator seeded like the global one gives the same mt19937 stream, so the global RNG
+    is untouched (the seed saved and restored it).
+    """
+    if not 1 <= n_images <= n_total:
+        raise ValueError(f"n_images must be in [1, {n_total}] (the test split size), got {n_images}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_total, generator=generator)[:n_images]
+
+
+def make_ara_attack(kind: str, eps: float = 20.0, steps: int = 450, momentum: float = 0.9,
+                    sanity_check: str = "error") -> "WoodsAttack":
+    """The seed's ``calculate-ara`` search: eval mode, overshoot 1, best-tracking, momentum EMA."""
+    from robustxai.attacks.woods import WoodsAttack
+
+    if kind not in ARA_MODES:
+        raise ValueError(f"ARA kind must be one of {sorted(ARA_MODES)}, got {kind!r}")
+    return WoodsAttack(eps=eps, steps=steps, eps_overshoot=1.0, momentum=momentum, mode=ARA_MODES[kind],
+                       track_best=True, sanity_check=sanity_check, model_mode="eval")  # type: ignore[arg-type]
+
+
+def minimal_radii(model: torch.nn.Module, x: Tensor, y: Tensor, attack: "WoodsAttack",
+                  batch_size: int = 128) -> Tensor:
+    """Per-image RMS of the smallest successful perturbation; 0 if already failing, inf if never found.
+
+    The radius is measured as the seed does, as RMS(x_adv - x) of the returned images; images the
+    search never fooled (possible only with ``sanity_check`` warn/off) get ``inf``.
+    """
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        result = attack.run(model, xb, yb)
+        r = (result.x_adv - xb).pow(2).flatten(1).mean(1).sqrt()
+        out.append(torch.where(result.success, r, torch.full_like(r, float("inf"))))
+    return torch.cat(out)
+
+
+__all__ += ["seed_subset", "make_ara_attack", "minimal_radii", "ARA_MODES"]
