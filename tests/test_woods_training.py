@@ -280,6 +280,22 @@ def test_robust_loss_is_ce_plus_psi_times_penalty_with_the_same_draws(monkeypatc
     assert torch.allclose(ours, ref, rtol=1e-8, atol=1e-12)
 
 
+def test_psi_is_driven_by_the_ce_averaged_over_ddp_ranks():
+    from types import SimpleNamespace
+
+    method = WoodsTraining(tiny_resnet(), sgd, lipschitz=True)
+    calls = []
+
+    def reduce(value, reduce_op):
+        calls.append(reduce_op)
+        return value * 0 + 0.25                           # the "other ranks" pull the mean to 0.25
+
+    method._trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce=reduce))
+    assert method._global_mean(torch.tensor(1.0)).item() == 0.25 and calls == ["mean"]
+    method._trainer = None
+    assert method._global_mean(torch.tensor(1.0)).item() == 1.0
+
+
 def test_epoch_ce_is_the_mean_per_example_ce_of_the_trained_on_images():
     model = tiny_resnet().train()
     method = WoodsTraining(model, sgd)
@@ -429,6 +445,8 @@ def test_experiment_composes_with_the_seed_settings_and_trains_two_steps(experim
     assert cfg.data._target_.endswith("CIFAR10DataModule") and cfg.data.batch_size == 128 and cfg.data.val_size == 0
     assert cfg.model._target_.endswith("WoodsResNet") and cfg.model.activation == activation
     assert cfg.trainer.max_epochs == 200 and list(cfg.method.scheduler.milestones) == [170, 195]
+    assert cfg.trainer.sync_batchnorm is False
+    assert list(cfg.attack) == ["ara"] and cfg.attack.ara.n_images == 1000 and cfg.attack.ara.steps == 450
     opt = cfg.method.optimizer
     assert (opt.lr, opt.momentum, opt.weight_decay, opt.nesterov) == (0.1, 0.9, 1e-4, False)
     assert cfg.method.lipschitz == lipschitz
@@ -454,6 +472,12 @@ def test_experiment_composes_with_the_seed_settings_and_trains_two_steps(experim
         assert metrics["train/psi"] >= 220.0 and ckpt["state_dict"]["psi.integral"].dtype == torch.float64
     forwards = 1 if attack is None else 8                # the attack's 7 train-mode forwards + the training one
     assert int(ckpt["state_dict"]["model.pipe.4.num_batches_tracked"]) == 2 * forwards
+
+
+def test_four_gpu_setup_of_the_prebuilt_nets_composes_with_per_gpu_batch_norm(tmp_path):
+    cfg = compose_cfg(["experiment=woods_all", "trainer=ddp", "trainer.devices=4", "method.optimizer.lr=0.4"], tmp_path)
+    validate_config(cfg)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is False and cfg.data.batch_size == 128
 
 
 @pytest.mark.parametrize("data_dir", ["empty", "shared"])
