@@ -1,5 +1,7 @@
 """Evaluate a checkpoint under attacks: python src/eval.py ckpt_path=.../checkpoints/last.ckpt attack=[pgd,fgsm]
 
+``task=explain`` writes adversarial explanations instead (robustxai.tasks.explain).
+
 Data, threat model and model default to those of the training run that wrote the checkpoint.
 """
 
@@ -16,11 +18,19 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from robustxai.errors import UserError
+    from robustxai.errors import ConfigError, UserError
     from robustxai.tasks import evaluate
 
     try:
-        evaluate(cfg, overrides=HydraConfig.get().overrides.task)
+        task = cfg.get("task", "eval")
+        if task == "explain":
+            from robustxai.tasks.explain import explain
+
+            explain(cfg)
+        elif task == "eval":
+            evaluate(cfg, overrides=HydraConfig.get().overrides.task)
+        else:
+            raise ConfigError(f"task must be eval or explain, got {task!r}")
     except UserError as err:
         sys.exit(f"Error: {err}")
 
