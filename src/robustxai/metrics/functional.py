@@ -36,12 +36,6 @@ def _has_nan(x: Tensor) -> Tensor:
                                                                               device=x.device)
 
 
-def _run_starts(new_run: Tensor) -> Tensor:
-    """For a (N, D) mask of run starts in sorted rows, the index where each element's run starts."""
-    idx = torch.arange(new_run.shape[1], device=new_run.device).expand_as(new_run)
-    return torch.where(new_run, idx, torch.zeros_like(idx)).cummax(dim=1).values
-
-
 def _changes(sorted_x: Tensor) -> Tensor:
     """(N, D) mask: True where a sorted row's value differs from its left neighbour (and at 0)."""
     out = torch.ones_like(sorted_x, dtype=torch.bool)
@@ -49,66 +43,82 @@ def _changes(sorted_x: Tensor) -> Tensor:
     return out
 
 
+def _run_lengths(new_run: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense run ids (N, D) and run lengths (N, D; zero past the last run) from a run-start mask."""
+    run_id = new_run.cumsum(dim=1) - 1
+    lengths = torch.zeros_like(run_id).scatter_add_(1, run_id, torch.ones_like(run_id))
+    return run_id, lengths
+
+
 def _tied_pairs(new_run: Tensor) -> Tensor:
     """Number of tied pairs per row, sum over runs of t(t-1)/2, from the run-start mask of sorted rows."""
-    idx = torch.arange(new_run.shape[1], device=new_run.device)
-    return (idx - _run_starts(new_run)).sum(dim=1)
+    lengths = _run_lengths(new_run)[1]
+    return (lengths * (lengths - 1)).sum(dim=1) // 2
+
+
+def permutation_inversions(perm: Tensor) -> Tensor:
+    """Number of pairs i < j with perm[i] > perm[j] for each row of a (N, D) permutation of 0..D-1.
+
+    A most-significant-bit-first radix sort, vectorised over rows and blocks: at the level of bit
+    b the row is split into aligned blocks holding the values that share the bits above b (true
+    for a permutation after the levels before); within a block, every 1-bit element before a
+    0-bit element is an inversion (counted with one cumsum), then a stable partition by bit b
+    (one scatter) prepares the next level. log2(D) levels of O(N D) tensor operations.
+    """
+    n, d = perm.shape
+    bits = max(1, (d - 1).bit_length())
+    width = 1 << bits
+    q = perm.to(torch.long, copy=True)
+    if width > d:  # pad with the values d..width-1 at the end: larger than all and last, no inversion
+        q = torch.cat([q, torch.arange(d, width, device=q.device).expand(n, width - d)], dim=1)
+    total = torch.zeros(n, dtype=torch.long, device=q.device)
+    out = torch.empty_like(q)
+    size = width
+    while size > 1:
+        half = size // 2
+        blocks = q.view(n, width // size, size)
+        bit = (blocks & half).bool()
+        ones = bit.cumsum(dim=2)  # 1-bits up to and including each position in its block
+        per_block = ones[:, :, -1]
+        # sum of `ones` over 0-bit positions = all positions minus the 1-bit ones (1 + 2 + ... + K)
+        total += ones.sum(dim=(1, 2)) - (per_block * (per_block + 1)).sum(dim=1) // 2
+        j = torch.arange(size, device=q.device)
+        # stable partition: a 0 at j goes to j - ones, a 1 goes to half - 1 + ones
+        dest = ones.mul(2).add_(half - 1).sub_(j).mul_(bit).sub_(ones).add_(j)
+        out.view(n, width // size, size).scatter_(2, dest, blocks)
+        q, out = out, q
+        size = half
+    return total
 
 
 def count_inversions(x: Tensor) -> Tensor:
-    """Number of pairs i < j with x[i] > x[j] in each row of a (N, D) tensor, as int64 (N,).
-
-    A bottom-up merge sort, vectorised over rows and blocks: at each level the elements of every
-    right block are located in the sorted left block with ``torch.searchsorted`` (giving the
-    inversions across the two blocks and the merged positions at once). O(D log^2 D) work,
-    log2(D) levels of batched tensor operations, no Python loop over elements.
-    """
-    n, d = x.shape
-    if d < 2:
-        return torch.zeros(n, dtype=torch.long, device=x.device)
-    width = 1 << (d - 1).bit_length()
-    if x.dtype == torch.bool:
-        x = x.to(torch.uint8)
-    if width > d:  # pad with the dtype's maximum at the end: it adds no inversion
-        top = float("inf") if x.is_floating_point() else torch.iinfo(x.dtype).max
-        x = torch.cat([x, x.new_full((n, width - d), top)], dim=1)
-    total = torch.zeros(n, dtype=torch.long, device=x.device)
-    size = 1
-    while size < width:
-        blocks = x.view(n, width // (2 * size), 2, size)
-        left, right = blocks[:, :, 0].contiguous(), blocks[:, :, 1].contiguous()
-        left_le_right = torch.searchsorted(left, right, right=True)   # left elements <= each right one
-        right_lt_left = torch.searchsorted(right, left, right=False)  # right elements < each left one
-        total += (size - left_le_right).sum(dim=(1, 2))
-        pos = torch.arange(size, device=x.device)
-        merged_pos = torch.cat([pos + right_lt_left, pos + left_le_right], dim=2)
-        x = torch.empty_like(x).view(n, width // (2 * size), 2 * size).scatter_(
-            2, merged_pos, torch.cat([left, right], dim=2)).view(n, width)
-        size *= 2
-    return total
+    """Number of pairs i < j with x[i] > x[j] (strictly) in each row of a (N, D) tensor, int64 (N,)."""
+    order = torch.sort(x, dim=1, stable=True).indices  # ties keep their order: never an inversion
+    perm = torch.empty_like(order).scatter_(1, order, torch.arange(x.shape[1], device=x.device).expand_as(order))
+    return permutation_inversions(perm)
 
 
 def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     """Kendall's tau-b between each pair of maps, equal to ``scipy.stats.kendalltau(a_i, b_i).statistic``.
 
-    Knight's O(D log D)-style algorithm, batched: sort lexicographically by (a, b), count the tied
-    pairs in a, in b and in both, and count discordant pairs as inversions of the b sequence.
-    NaN where a map is constant (tau-b undefined), where D < 2, or where a map holds a NaN.
+    Knight's algorithm, batched over maps: order the pairs by (b, a) and by (a, b) with three
+    sorts; the number of discordant pairs is the number of inversions of the (b, a)-positions
+    listed in (a, b) order (:func:`permutation_inversions`); tied pairs in a, in b and in both
+    come from run lengths of the sorted rows. NaN where a map is constant (tau-b undefined),
+    where D < 2, or where a map holds a NaN.
     """
     a, b = _flat_pair(a, b, "kendall_tau")
     n, d = a.shape
-    order_b = torch.sort(b, dim=1, stable=True).indices
-    b_by_b = b.gather(1, order_b)
-    a_by_b = a.gather(1, order_b)
-    order_a = torch.sort(a_by_b, dim=1, stable=True).indices
-    a_lex = a_by_b.gather(1, order_a)
-    b_lex = b_by_b.gather(1, order_a)  # (a, b) lexicographic order
+    a_sorted, order = torch.sort(a, dim=1)                     # any order among ties in a
+    b_ba, order_ba = torch.sort(b.gather(1, order), dim=1, stable=True)  # (b, a) order
+    a_ab, perm = torch.sort(a_sorted.gather(1, order_ba), dim=1, stable=True)  # (a, b) order
+    b_ab = b_ba.gather(1, perm)  # perm[i] = (b, a)-position of the i-th pair in (a, b) order
 
-    a_starts = _changes(a_lex)
+    a_starts = _changes(a_ab)
     ties_a = _tied_pairs(a_starts)
-    ties_ab = _tied_pairs(a_starts | _changes(b_lex))
-    ties_b = _tied_pairs(_changes(b_by_b))
-    discordant = count_inversions(b_lex)
+    ties_b = _tied_pairs(_changes(b_ba))
+    ties_ab = _tied_pairs(a_starts | _changes(b_ab))
+    discordant = permutation_inversions(perm)
 
     total = d * (d - 1) // 2
     numerator = (total - ties_a - ties_b + ties_ab - 2 * discordant).double()
@@ -121,14 +131,10 @@ def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
 
 def average_ranks(x: Tensor) -> Tensor:
     """1-based ranks of each row of a (N, D) tensor, ties getting the mean of their ranks (float64)."""
-    n, d = x.shape
-    sorted_x, order = torch.sort(x, dim=1, stable=True)
-    starts = _run_starts(_changes(sorted_x))
-    ends_mask = torch.ones_like(sorted_x, dtype=torch.bool)
-    ends_mask[:, :-1] = sorted_x[:, :-1] != sorted_x[:, 1:]
-    idx = torch.arange(d, device=x.device).expand(n, d)
-    ends = torch.where(ends_mask, idx, torch.full_like(idx, d)).flip(1).cummin(dim=1).values.flip(1)
-    mean_rank = (starts + ends).double() / 2 + 1
+    sorted_x, order = torch.sort(x, dim=1)
+    run_id, lengths = _run_lengths(_changes(sorted_x))
+    first = lengths.cumsum(dim=1) - lengths  # position of each run's first element
+    mean_rank = first.gather(1, run_id).double() + (lengths.gather(1, run_id).double() + 1) / 2
     return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
 
 
