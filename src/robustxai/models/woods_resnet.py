@@ -120,13 +120,12 @@ class WoodsResNet(nn.Module):
                 nn.init.zeros_(module.main[3].weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = self.input_offset[0].view(1, -1, 1, 1)
-        std = self.input_offset[1].view(1, -1, 1, 1)
-        out = self.pipe((x - mean) / std)
-        if out.shape[-2:] != (1, 1):
+        if x.shape[-2:] != (self.input_size, self.input_size):
             raise ValueError(f"WoodsResNet expects {self.input_size}x{self.input_size} inputs, "
                              f"got {tuple(x.shape[-2:])}")
-        return out[:, :, 0, 0]
+        mean = self.input_offset[0].view(1, -1, 1, 1)
+        std = self.input_offset[1].view(1, -1, 1, 1)
+        return self.pipe((x - mean) / std)[:, :, 0, 0]
 
 
 __all__ = ["WoodsResNet", "PreActBlock", "make_activation"]
