@@ -390,3 +390,13 @@ def test_killed_ig_run_resumes_to_the_same_result(method, tmp_path):
     run_cli("train", *args, f"hydra.run.dir={killed}", "ckpt_path=last")
     assert results(killed) == results(tmp_path / "whole")
     assert "train/ig_norm" in results(killed) or "train/ce" in results(killed)
+
+
+def test_eps_warmup_uses_the_clean_input_and_a_zero_regulariser(tiny_model, batch):
+    x, y = batch
+    method = IGSumNorm(tiny_model, ADAM, small_attack("ig_sum_norm", beta=1.0), beta=1.0, ig_steps=6,
+                       eps_warmup_steps=5)
+    loss, logits = method.training_loss(x, y)  # global_step 0 < 5: clean inputs, R(x, x) = 0
+    torch.testing.assert_close(loss, F.cross_entropy(tiny_model(x), y))
+    full = loss_path_ig(tiny_model, x, x, y, steps=6).norm
+    assert full.item() == 0.0

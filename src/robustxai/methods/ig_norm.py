@@ -47,7 +47,12 @@ class _AttributionRegularised(AdversarialMethod):
         self.max_batch = max_batch
 
     def regulariser(self, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-example ||IG(x, x')||_1 with the full m points (graph kept), and the logits at x'."""
+        """Per-example ||IG(x, x')||_1 with the full m points (graph kept), and the logits at x'.
+
+        During an eps warm-up (``x_adv is x``) the IG is 0 by definition and no path is evaluated.
+        """
+        if x_adv is x:
+            return x.new_zeros(x.shape[0]), self.model(x)
         path = loss_path_ig(self.model, x, x_adv, y, steps=self.ig_steps, every=1, reduction="none",
                             create_graph=True, max_batch=self.max_batch)
         return path.norm, path.end_logits
