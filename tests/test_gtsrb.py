@@ -303,7 +303,7 @@ def test_offline_test_split_loads_with_official_labels():
     reference = np.stack([cv2.equalizeHist(np.ascontiguousarray(raw[:, :, c])) for c in range(3)])
     assert np.array_equal(images[3].numpy(), reference)
 
-    offline = GTSRBDataModule(data_dir=data, cache_dir=_cache(), download=False, split="test_images")
+    offline = GTSRBDataModule(data_dir=data, cache_dir=_cache(), download=False, split="test_images", equalize=False)
     offline.setup()
     train_y, test_y = offline.splits["train"][1], offline.splits["test"][1]
     assert len(train_y) + len(test_y) == len(expected) == 12630
