@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-DEFAULT_MAX_POINTS_PER_PASS = 2048
+DEFAULT_MAX_POINTS_PER_PASS = 256  # fastest on CPU for MadryCNN (bench_attributions); raise on a GPU
 
 
 def point_chunks(num_images: int, points_per_image: int, max_points_per_pass: int | None,
