@@ -83,7 +83,7 @@ def test_warp_identity_rotation_and_translation_are_exact():
     quarter = rotation_about_centre(torch.full((4,), 90.0), 10, 10)
     assert torch.equal(warp(images, quarter), torch.rot90(images, 1, (2, 3)))
     shifted = warp(images, translation(torch.tensor([[2.0, -1.0]]).repeat(4, 1)))  # reads x+2, y-1
-    expected = images[:, :, [0] + list(range(0, 9)), :][:, :, :, list(range(2, 10)) + [9, 9]]  # edge fill
+    expected = images[:, :, [0] + list(range(9)), :][:, :, :, list(range(2, 10)) + [9, 9]]  # edge fill
     assert torch.equal(shifted, expected)
 
 
@@ -168,7 +168,7 @@ def test_augmentation_is_deterministic_under_its_seed_and_in_range():
 def test_augmented_training_split_never_touches_the_validation_prefix():
     labels = torch.tensor([0, 1, 0, 1, 0, 1])
     images = _constant_images(torch.arange(6) * 10 + 5)
-    out, out_labels = augment_training_split(images, labels, val_size=2, per_class=4, seed=0, num_classes=2)
+    out, _ = augment_training_split(images, labels, val_size=2, per_class=4, seed=0, num_classes=2)
     assert torch.equal(out[:2], images[:2]) and len(out) == 2 + 8
     used = set(((out[2:, 0, 0, 0].long() - 5) // 10).tolist())
     assert used == {2, 3, 4, 5}  # no extra is made from the validation images 0 and 1

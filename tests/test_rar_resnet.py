@@ -31,7 +31,7 @@ def test_shapes_and_parameter_count(units, classes, size):
     model = RARResNet(in_channels=3, num_classes=classes, input_size=size, units_per_stage=units)
     x = torch.rand(2, 3, size, size)
     assert model(x).shape == (2, classes)
-    assert model.features(x).shape == (2, 64, size // 4, size // 4)  # spatial sizes s -> s -> s/2 -> s/4
+    assert model.feature_map(x).shape == (2, 64, size // 4, size // 4)  # spatial sizes s -> s -> s/2 -> s/4
     assert sum(p.numel() for p in model.parameters()) == _expected_params(units, classes)
     assert len(model.units) == 3 * units
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -161,8 +160,8 @@ class RARResNet(nn.Module):
 
     def decayed_parameter_names(self) -> list[str]:
         """Names of the parameters the seed decays (conv kernels and the FC weight, its 'DW' variables)."""
-        return [name for name, module in self.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))
-                for name in [f"{name}.weight" if name else "weight"]]
+        layers = (nn.Conv2d, nn.Linear)
+        return [f"{name}.weight" for name, module in self.named_modules() if isinstance(module, layers)]
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups: ``weight_decay`` on conv/FC weights only, none on the FC bias."""
@@ -171,12 +170,12 @@ class RARResNet(nn.Module):
         return [{"params": [p for n, p in params.items() if n in decayed], "weight_decay": weight_decay},
                 {"params": [p for n, p in params.items() if n not in decayed], "weight_decay": 0.0}]
 
-    def features(self, x: Tensor) -> Tensor:
+    def feature_map(self, x: Tensor) -> Tensor:
         """The final activated feature map ``(N, 64, H/4, W/4)`` (before global pooling)."""
         return self.final_act(self.units(self.init_conv(self.standardize(x))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.fc(self.feature_map(x).mean(dim=(2, 3)))
 
 
 __all__ = ["RARResNet", "per_image_standardization"]
