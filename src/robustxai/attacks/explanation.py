@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, ModelMode, check_choice, check_range
+from robustxai.attacks.base import Attack, ModelMode, attack_mode, check_choice, check_range
 from robustxai.attacks.surrogate import softplus_surrogate
 from robustxai.attributions.postprocess import rar_saliency
 from robustxai.metrics import functional as MF
@@ -117,8 +117,6 @@ class ExplanationAttack(Attack):
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> ExplanationAttackResult:
         """Like ``attack(model, x, y)`` but returns the maps and per-image bookkeeping too."""
-        from robustxai.attacks.base import attack_mode
-
         with attack_mode(model, self.model_mode):
             result = self._run_all(model, x.detach().clone(), y.detach())
         return ExplanationAttackResult(*(t.detach() for t in (result.x_adv, result.clean_map, result.adv_map,
