@@ -260,7 +260,7 @@ def test_robust_loss_is_ce_plus_psi_times_penalty_with_the_same_draws(monkeypatc
     monkeypatch.setattr("robustxai.methods.woods.draw_selection", lambda *a, **k: draws)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # self.log outside a Trainer
-        loss, logits = method.training_loss(x, y)
+        loss, _ = method.training_loss(x, y)
     # the seed's _model_train_batch, written out independently
     x_req = x.clone().requires_grad_(True)
     logits_ref = model(x_req)
@@ -336,14 +336,14 @@ def test_attack_forwards_update_bn_running_stats_in_train_mode(mode, track_best,
 def test_plain_adversarial_examples_stay_within_rms_eps_and_half_and_half_keeps_half_clean():
     model = tiny_resnet().train()
     g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    x, y = torch.rand(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)
     adv = WoodsAttack(eps=0.01, steps=7, sanity_check="off", model_mode="train")(model, x, y)
     rms = (adv - x).pow(2).flatten(1).mean(1).sqrt()
     assert (rms <= 0.01 + 1e-6).all() and (rms > 0.005).all()
     torch.manual_seed(1)
     half = WoodsAttack(eps=0.01, steps=7, half_and_half=True, sanity_check="off", model_mode="train")(model, x, y)
     clean = (half == x).flatten(1).all(1)
-    assert 16 <= int(clean.sum()) <= 48 and ((half - x).flatten(1).abs().amax(1)[~clean] > 0).all()
+    assert 12 <= int(clean.sum()) <= 36 and ((half - x).flatten(1).abs().amax(1)[~clean] > 0).all()
 
 
 # -- optimiser and schedule -------------------------------------------------------------------------
@@ -472,6 +472,10 @@ def test_experiment_composes_with_the_seed_settings_and_trains_two_steps(experim
         assert metrics["train/psi"] >= 220.0 and ckpt["state_dict"]["psi.integral"].dtype == torch.float64
     forwards = 1 if attack is None else 8                # the attack's 7 train-mode forwards + the training one
     assert int(ckpt["state_dict"]["model.pipe.4.num_batches_tracked"]) == 2 * forwards
+    from robustxai.utils.checkpoint import load_model_weights
+
+    fresh = WoodsResNet(activation=activation, blocks_per_stage=1, widths=(4, 8, 8))
+    load_model_weights(fresh, tmp_path / "checkpoints" / "last.ckpt")   # eval loads model.* only (psi ignored)
 
 
 def test_four_gpu_setup_of_the_prebuilt_nets_composes_with_per_gpu_batch_norm(tmp_path):

@@ -7,7 +7,6 @@ The half-Huber ReLU belongs to the model config (``model.activation=half_huber``
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
