@@ -255,6 +255,18 @@ def test_no_download_into_a_read_only_data_directory(tmp_path):
     assert not (data / "gtsrb" / "GTSRB" / "Training").exists()
 
 
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    import robustxai.data.gtsrb as gtsrb_module
+
+    def offline(*args, download=False, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(gtsrb_module.datasets, "GTSRB", offline)
+    dm = GTSRBDataModule(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", download=True)
+    with pytest.raises(DatasetError, match=r"downloading GTSRB's test split .* failed \(OSError"):
+        dm.setup("test")
+
+
 def test_official_training_images_are_resized_and_shuffled(tmp_path):
     _write_gtsrb(tmp_path / "data", train=True)
     dm = GTSRBDataModule(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", download=False,
