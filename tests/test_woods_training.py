@@ -286,12 +286,13 @@ def test_psi_is_driven_by_the_ce_averaged_over_ddp_ranks():
     method = WoodsTraining(tiny_resnet(), sgd, lipschitz=True)
     calls = []
 
-    def reduce(value, reduce_op):
+    def reduce(value, reduce_op):                          # in place, as Lightning's DDP reduce
         calls.append(reduce_op)
-        return value * 0 + 0.25                           # the "other ranks" pull the mean to 0.25
+        return value.add_(0.5).div_(2)                    # the "other rank" has CE 0.5: the mean is 0.75
 
     method._trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce=reduce))
-    assert method._global_mean(torch.tensor(1.0)).item() == 0.25 and calls == ["mean"]
+    ce = torch.tensor(1.0)
+    assert method._global_mean(ce).item() == 0.75 and calls == ["mean"] and ce.item() == 1.0
     method._trainer = None
     assert method._global_mean(torch.tensor(1.0)).item() == 1.0
 

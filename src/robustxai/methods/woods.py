@@ -48,10 +48,13 @@ class WoodsTraining(ClassifierModule):
         self.train_ce_epoch = MeanMetric()
 
     def _global_mean(self, value: Tensor) -> Tensor:
-        """The mean of ``value`` over DDP ranks (every rank has an equal-size batch), else ``value``."""
+        """The mean of ``value`` over DDP ranks (every rank has an equal-size batch), else ``value``.
+
+        Lightning's DDP reduce works in place, so it gets a copy: ``value`` (a view of the loss) is kept.
+        """
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
-            return trainer.strategy.reduce(value, reduce_op="mean")
+            return trainer.strategy.reduce(value.clone(), reduce_op="mean")
         return value
 
     def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
