@@ -370,3 +370,49 @@ def test_target_attack_pulls_saliency_into_the_region(trained):
     before = (result.clean_map * region).sum(dim=(1, 2))
     after = (result.adv_map * region).sum(dim=(1, 2))
     assert (after - before)[~result.unchanged].mean() > 0
+
+
+# -- an independent re-implementation of the seed's loop, one image at a time --------------------------------
+def seed_style_topk(model: nn.Module, surrogate: nn.Module, x0: Tensor, label: int, m: int, eps: float,
+                    step: float, steps: int, k: int) -> tuple[Tensor, bool]:
+    """The seed's ig_attack.py top-k loop for one image, written out: m separate counterfactual leaves,
+    the direction Σ_i (i/m) ∂objective/∂z_i, scipy's kendalltau for the selection (criterion 1 for a
+    flipped label), the best iterate below 1; returns (image, unchanged) with our fix (clean image)."""
+    from scipy.stats import kendalltau
+
+    def ig_from_counterfactuals(net: nn.Module, z: list[Tensor], create_graph: bool) -> Tensor:
+        grads = [torch.autograd.grad(net(zi)[0, label], zi, create_graph=create_graph)[0] for zi in z]
+        return z[-1] * torch.stack(grads).mean(dim=0)  # (x - b) with x = the last counterfactual, b = 0
+
+    def relu_map(x: Tensor) -> np.ndarray:
+        z = [((i / m) * x).requires_grad_(True) for i in range(1, m + 1)]
+        return rar_saliency(ig_from_counterfactuals(model, z, False)).detach().flatten().numpy()
+
+    s0 = relu_map(x0)
+    top = np.argsort(-s0, kind="stable")[:k]
+    x, best, best_x = x0.clone(), 1.0, x0.clone()
+    for _ in range(steps):
+        z = [((i / m) * x).detach().requires_grad_(True) for i in range(1, m + 1)]
+        saliency = rar_saliency(ig_from_counterfactuals(surrogate, z, True)).flatten()
+        grads = torch.autograd.grad(-saliency[torch.from_numpy(top)].sum(), z)
+        direction = sum((i / m) * g for i, g in enumerate(grads, start=1))
+        x = torch.clamp(x0 + torch.clamp(x + step * direction.sign() - x0, -eps, eps), 0.0, 1.0)
+        criterion = 1.0 if int(model(x).argmax()) != label else kendalltau(s0, relu_map(x)).statistic
+        if criterion < best:
+            best, best_x = criterion, x.clone()
+    return best_x, best == 1.0
+
+
+def test_topk_attack_equals_a_seed_style_per_image_loop():
+    model = model_for(8, dtype=torch.float64)
+    x = images(8, n=4, dtype=torch.float64)
+    y = model(x).argmax(dim=1)
+    settings_ = dict(eps=0.1, step_size=0.02, steps=4)
+    ours = TopKAttack(IntegratedGradients(steps=5), k_top=20, eval_k=20, **settings_).run(model, x, y)
+    assert not ours.unchanged.all()  # the comparison covers real steps
+    surrogate = softplus_surrogate(model)
+    for i in range(len(x)):
+        expected, unchanged = seed_style_topk(model, surrogate, x[i:i + 1], int(y[i]), m=5, eps=0.1, step=0.02,
+                                              steps=4, k=20)
+        assert torch.allclose(ours.x_adv[i:i + 1], expected, atol=1e-12)
+        assert bool(ours.unchanged[i]) == unchanged
