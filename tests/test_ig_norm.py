@@ -290,6 +290,9 @@ def test_piecewise_lr_follows_tf_piecewise_constant_and_decay_skips_biases():
         optimizer.step()
         scheduler.step()
     assert lrs == [0.001, 0.001, 0.001, 0.01, 0.01, 0.001, 0.001]  # TF: values[0] while step <= 2
+    resumed = PiecewiseConstantLR(torch.optim.SGD(model.parameters(), lr=0.5), boundaries=[2, 4], values=[1, 2, 3])
+    resumed.load_state_dict(scheduler.state_dict())  # what a checkpoint restores
+    assert resumed.last_epoch == 7 and resumed.lr_at(resumed.last_epoch) == 0.001
     with pytest.raises(ValueError, match="one more entry"):
         PiecewiseConstantLR(optimizer, boundaries=[2], values=[0.1])
 
