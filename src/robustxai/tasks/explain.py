@@ -64,6 +64,12 @@ class Explanation:
     explanations: Tensor
 
 
+def explain_toward(model: nn.Module, images: Tensor, targets: Tensor, settings: ExplainSettings) -> Tensor:
+    """g_explain+ of each image toward its own target class (the seed's ``github-prebuilt-images``)."""
+    model.eval()
+    return settings.attack()(model, images, targets)
+
+
 def explain_images(model: nn.Module, images: Tensor, labels: Tensor, settings: ExplainSettings,
                    indices: Sequence[int] | None = None) -> list[Explanation]:
     """Explain every image toward its label, its most likely wrong class and every class, in one batch."""
@@ -80,7 +86,7 @@ def explain_images(model: nn.Module, images: Tensor, labels: Tensor, settings: E
                          torch.arange(num_classes, device=labels.device).expand(n, num_classes)], 1)
     per = targets.shape[1]
     batch = images.repeat_interleave(per, 0)
-    expl = settings.attack()(model, batch, targets.flatten()).view(n, per, *images.shape[1:])
+    expl = explain_toward(model, batch, targets.flatten(), settings).view(n, per, *images.shape[1:])
     return [Explanation(int(indices[i]) if indices is not None else i, int(labels[i]), int(second[i]),
                         probs[i].cpu(), images[i].cpu(), expl[i].cpu()) for i in range(n)]
 
@@ -149,4 +155,4 @@ def explain(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["ExplainSettings", "Explanation", "explain_images", "write_explanation", "seed_file_names", "explain"]
+__all__ = ["ExplainSettings", "Explanation", "explain_images", "explain_toward", "write_explanation", "seed_file_names", "explain"]
