@@ -27,7 +27,7 @@ def save_explanation_attack_examples(path: Path, x: Tensor, clean_map: Tensor, x
     """Rows: clean image, its map, attacked image, its map; each column titled with its IN (top-k
     intersection) and CO (Kendall tau); "no step" marks images where the attack kept the clean image."""
     n = len(x)
-    fig, axes = plt.subplots(4, n, figsize=(1.2 * n, 5.6), squeeze=False)
+    fig, axes = plt.subplots(4, n, figsize=(max(1.2 * n, 7.0), 5.6), squeeze=False)
     for i in range(n):
         _show(axes[0, i], x[i])
         _show_map(axes[1, i], clean_map[i])
@@ -37,7 +37,7 @@ def save_explanation_attack_examples(path: Path, x: Tensor, clean_map: Tensor, x
         axes[0, i].set_title(f"IN {float(intersection[i]):.2f}\nCO {float(kendall[i]):.2f}{note}", fontsize=7)
     for row, label in enumerate(ROWS):
         axes[row, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
