@@ -34,9 +34,9 @@ class SyntheticCIFAR(TensorDataModule):
     num_classes = 10
     input_shape = (3, 32, 32)
 
-    def __init__(self, n_train: int = 16, n_test: int = 8, batch_size: int = 8, seed: int = 0,
-                 data_dir: str = "unused", cache_dir: str | None = None) -> None:
-        super().__init__(data_dir=data_dir, batch_size=batch_size, download=False, cache_dir=cache_dir)
+    def __init__(self, n_train: int = 16, n_test: int = 8, seed: int = 0, augment: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(**{"batch_size": 8, **kwargs, "download": False})   # CIFAR10DataModule's keys pass
         self.n_train, self.n_test, self.seed = n_train, n_test, seed
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:
@@ -497,3 +497,18 @@ def test_experiments_without_the_training_split_stop_with_a_dataset_error(data_d
     datamodule = build_datamodule(cfg)
     with pytest.raises(DatasetError, match="training split is not available.*data_batch_1"):
         datamodule.setup("fit")
+
+
+@pytest.mark.slow
+def test_woods_all_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Double backprop, the train-mode attack and the rank-averaged psi update under real DDP (gloo)."""
+    from tests.conftest import run_cli
+
+    run_cli("train", "experiment=woods_all", "data._target_=tests.test_woods_training.SyntheticCIFAR",
+            "data.batch_size=4", "+model.blocks_per_stage=1", "+model.widths=[4,8,8]", "trainer=ddp_cpu",
+            "trainer.max_epochs=2", "attack=[]", "logger=none", "test=false", "method.ce_target=4.0",
+            f"hydra.run.dir={tmp_path}", env={"PYTHONPATH": str(ROOT)})
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4                      # 16 images / 2 ranks / batch 4 x 2 epochs
+    integral = float(ckpt["state_dict"]["psi.integral"])
+    assert 0.0 < integral <= 4.0                         # CE < ce_target = 4 here; each step adds at most 1
