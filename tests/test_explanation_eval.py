@@ -89,10 +89,9 @@ def test_images_where_every_step_flips_the_label_report_the_clean_map(tmp_path):
     assert metrics["test/mass_center_shift/topk"] == 0.0
 
 
-def test_eval_cli_reports_na_aa_in_co(tmp_path):
-    """A small digits checkpoint evaluated with ``attack=[pgd,topk]`` through src/eval.py."""
-    datamodule = DigitsDataModule(val_size=0)
-    x, y = datamodule.load(train=True)
+def digits_checkpoint(path) -> str:
+    """A SmallCNN fitted to the digits training split in 60 Adam steps, saved as a Lightning-style checkpoint."""
+    x, y = DigitsDataModule(val_size=0).load(train=True)
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     torch.manual_seed(0)
     model = SmallCNN()
@@ -103,13 +102,19 @@ def test_eval_cli_reports_na_aa_in_co(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    ckpt = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return str(path)
 
+
+TINY_TOPK = ["attack.topk.steps=2", "attack.topk.attribution.steps=4", "trainer.accelerator=cpu"]
+
+
+def test_eval_cli_reports_na_aa_in_co(tmp_path):
+    """A small digits checkpoint evaluated with ``attack=[pgd,topk]`` through src/eval.py."""
+    ckpt = digits_checkpoint(tmp_path / "model.ckpt")
     run_dir = tmp_path / "eval"
     run_cli("eval", "data=digits", "model=small_cnn", f"ckpt_path={ckpt}", "attack=[pgd,topk]", "data.test_subset=24",
-            "attack.pgd.steps=2", "attack.topk.steps=2", "attack.topk.attribution.steps=4", "trainer.accelerator=cpu",
-            f"hydra.run.dir={run_dir}")
+            "attack.pgd.steps=2", *TINY_TOPK, f"hydra.run.dir={run_dir}")
     metrics = results(run_dir)
     for key in ("test/acc", "test/robust_acc/pgd", "test/topk_intersection/topk", "test/kendall/topk",
                 "test/spearman/topk", "test/mass_center_shift/topk", "test/explanation_attack_unchanged/topk"):
@@ -118,3 +123,17 @@ def test_eval_cli_reports_na_aa_in_co(tmp_path):
     assert metrics["test/explanation_attack_images/topk"] == round(metrics["test/acc"] * 24)
     assert 0.0 <= metrics["test/topk_intersection/topk"] <= 1.0 and -1.0 <= metrics["test/kendall/topk"] < 1.0
     assert (run_dir / "images" / "topk.png").exists()
+
+
+@pytest.mark.slow
+def test_ddp_eval_gives_the_single_process_numbers(tmp_path):
+    """2 CPU processes (gloo) shard 21 test images; the synced means equal the single-process ones."""
+    ckpt = digits_checkpoint(tmp_path / "model.ckpt")
+    common = ["data=digits", "model=small_cnn", f"ckpt_path={ckpt}", "attack=[topk]", "data.test_subset=21", *TINY_TOPK]
+    run_cli("eval", *common, f"hydra.run.dir={tmp_path / 'one'}")
+    run_cli("eval", *common, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}", env={"HYDRA_FULL_ERROR": "1"})
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    keys = [k for k in one if k.endswith("/topk")]
+    assert len(keys) >= 6 and two["test/explanation_attack_images/topk"] == one["test/explanation_attack_images/topk"]
+    for key in keys:
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
