@@ -104,7 +104,7 @@ class ExplanationAttackEvaluation(L.Callback):
         live = isinstance(bar, RichProgressBar) and bar.progress is not None and trainer.is_global_zero
         if live:
             task = bar.progress.add_task(description, total=self.attack.steps * self.attack.restarts)
-            self.attack.on_step = lambda step: bar.progress.update(task, advance=1)
+            self.attack.on_step = lambda step: (bar.progress.update(task, advance=1), bar.refresh())
         else:
             pbar = tqdm(total=self.attack.steps * self.attack.restarts, desc=description, leave=False,
                         disable=not trainer.is_global_zero or bar is None)
