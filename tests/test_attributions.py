@@ -4,6 +4,7 @@ derivatives against finite differences, chunking invariance, model state untouch
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,3 +298,18 @@ def test_bad_arguments_get_clear_errors(tiny_model, batch):
         IntegratedGradients(baseline=torch.zeros(2, 2))(tiny_model, x, y)
     with pytest.raises(TypeError, match="floating-point"):
         Saliency()(tiny_model, x.to(torch.uint8), y)
+
+
+@pytest.mark.parametrize("name", ["saliency", "input_x_gradient", "integrated_gradients", "smooth_grad"])
+def test_attribution_configs_validate_and_build(name, tiny_model, batch):
+    from omegaconf import OmegaConf
+
+    from robustxai.utils.config import instantiate, validate_config
+    root = Path(__file__).resolve().parents[1]
+    cfg = OmegaConf.create({"attribution": OmegaConf.load(root / "conf" / "attribution" / f"{name}.yaml"),
+                            "threat": {"explanation": {"ig_steps": 4}}})
+    validate_config(cfg)
+    attribution = instantiate(cfg.attribution, "attribution")
+    if name == "integrated_gradients":
+        assert attribution.steps == 4 and attribution.rule == "right" and attribution.baseline == 0.0
+    assert attribution(tiny_model, *batch).shape == batch[0].shape

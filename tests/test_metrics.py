@@ -250,3 +250,13 @@ def test_metric_nan_policy():
     assert omit.num_nan == 1 and omit.count == 2
     with pytest.raises(ValueError, match="nan_policy"):
         KendallTau(nan_policy="raise")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.permutations(list(range(37))))
+def test_permutation_inversions_equals_brute_force(perm):
+    from robustxai.metrics.functional import permutation_inversions
+    brute = sum(perm[i] > perm[j] for i in range(len(perm)) for j in range(i + 1, len(perm)))
+    p = torch.tensor([perm, perm[::-1]])
+    assert permutation_inversions(p).tolist() == [brute, len(perm) * (len(perm) - 1) // 2 - brute]
+    assert p.tolist() == [perm, perm[::-1]]  # the input is not modified
