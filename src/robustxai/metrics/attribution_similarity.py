@@ -40,10 +40,12 @@ class MapPairMean(Metric):
         values = self.pairwise(a, b).double()
         nan = torch.isnan(values)
         self.num_nan += nan.sum()
-        if self.nan_policy == "omit":
-            values = values[~nan]
-        self.total += values.sum()
-        self.count += values.numel()
+        if self.nan_policy == "omit":  # no boolean indexing: it would synchronise a GPU
+            self.total += torch.where(nan, torch.zeros_like(values), values).sum()
+            self.count += (~nan).sum()
+        else:
+            self.total += values.sum()
+            self.count += values.numel()
 
     def compute(self) -> Tensor:
         return (self.total / self.count).float()
