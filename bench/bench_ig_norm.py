@@ -2,8 +2,8 @@
 
 Both run the same objective on the same MadryCNN weights and MNIST batch: PGD (random start, sign steps)
 on the cheap loss-IG norm (m/approx_factor points), then CE(x) + lam * ||IG_m(x, x')||_1 (batch sums),
-backward, Adam step. Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the bytes of tensors
-autograd saves for the outer backward (saved_tensors_hooks), which dominates the step's memory.
+backward, Adam step. Memory: torch.cuda.max_memory_allocated of a step on GPU; on CPU the bytes of the
+tensors autograd saves (saved_tensors_hooks) in the update graph and in one attack step's graph.
 
 Usage: .venv/bin/python bench/bench_ig_norm.py [--quick] [--batch 50] [--attack-steps 40] [--ig-steps 50]
 """
@@ -26,6 +26,7 @@ from bench_pgd import load_inputs  # noqa: E402
 from common import apply_threads, base_parser, print_table, ratio_line, time_interleaved  # noqa: E402
 
 from robustxai.attacks.attribution_norm import AttributionNormPGD  # noqa: E402
+from robustxai.attacks.base import attack_mode  # noqa: E402
 from robustxai.methods.ig_norm import IGNorm  # noqa: E402
 from robustxai.models import MadryCNN  # noqa: E402
 
@@ -90,19 +91,44 @@ def saved_tensor_bytes(counter: list[int]) -> Iterator[None]:
         yield
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[str, float]:
-    """(what was measured, MiB) for one call of ``fn``."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return "cuda max_memory_allocated - baseline", (torch.cuda.max_memory_allocated() - base) / 2**20
+def graph_saved_mib(build: Callable[[], Tensor]) -> float:
+    """MiB of tensors autograd saves while ``build`` makes one graph (kept alive until counted)."""
     counter = [0]
     with saved_tensor_bytes(counter):
-        fn()
-    return "autograd saved tensors (CPU)", counter[0] / 2**20
+        out = build()
+    del out
+    return counter[0] / 2**20
+
+
+def memory_report(method: IGNorm, attack: AttributionNormPGD, model_hand: nn.Module, x: Tensor, y: Tensor,
+                  m: int, a: int, lam: float, run_ours: Callable[[], object], run_hand: Callable[[], object],
+                  device: torch.device) -> dict[str, float]:
+    """Peak memory of a whole step (CUDA), or the saved-tensor size of the two graphs a step builds (CPU).
+
+    On CPU the step's peak is about the larger of the update graph and one attack step's graph (each
+    freed before the next); tensors are counted once per storage within one live graph.
+    """
+    if device.type == "cuda":
+        out = {}
+        for name, fn in (("ours", run_ours), ("hand", run_hand)):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            out[f"{name}_step_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return out
+    x_adv = attack(method.model, x, y)
+    method.adversarial = lambda *_: x_adv  # the update alone, at a fixed x'
+    out = {"ours_update_mib": graph_saved_mib(lambda: method.training_loss(x, y)[0]),
+           "hand_update_mib": graph_saved_mib(lambda: F.cross_entropy(model_hand(x), y, reduction="sum")
+                                              + lam * hand_ig_norm(model_hand, x, x_adv, y, m, 1)[0])}
+    del method.adversarial
+    x_req = x_adv.clone().requires_grad_(True)
+    with attack_mode(method.model), attack_mode(model_hand):
+        out["ours_attack_graph_mib"] = graph_saved_mib(lambda: attack.batch_objective(method.model, x, x_req, y))
+        out["hand_attack_graph_mib"] = graph_saved_mib(lambda: hand_ig_norm(model_hand, x, x_req, y, m, a)[0])
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -146,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     run_hand = lambda: (hand_step(model_hand, opt_hand, x, y, eps, step, steps, m, a, lam), sync())  # noqa: E731
     timings = time_interleaved({"ours (IGNorm.training_loss + backward + Adam)": run_ours,
                                 "hand-written PyTorch step": run_hand}, warmup=1, repeats=repeats)
-    what, mem_ours = peak_memory(run_ours, device)
-    _, mem_hand = peak_memory(run_hand, device)
+    memory = memory_report(method, attack, model_hand, x, y, m, a, lam, run_ours, run_hand, device)
 
     passes = steps * (m // a) + m
     print(f"\n== bench_ig_norm: {'synthetic' if args.synthetic else 'MNIST test'} inputs, MadryCNN, batch {batch}, "
@@ -159,11 +184,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(ratio_line("ours / hand-written (steps per second; time ratio <= 1.15 wanted)", t_hand / t_ours,
                      target=1 / 1.15))
     print(f"time ratio ours / hand-written: {t_ours / t_hand:.3f}")
-    print(f"peak memory ({what}): ours {mem_ours:.1f} MiB, hand-written {mem_hand:.1f} MiB")
+    print("memory (MiB): " + ", ".join(f"{k[:-4]} {v:.1f}" for k, v in memory.items()))
     print(f"first step from equal weights: |loss ours - hand| / |hand| = {loss_rel:.2e}, "
           f"max |w ours - w hand| = {weight_diff:.2e}")
-    return {"ours_s": t_ours, "hand_s": t_hand, "ours_vs_hand_time": t_ours / t_hand, "ours_mib": mem_ours,
-            "hand_mib": mem_hand, "loss_rel_diff": loss_rel, "weight_max_abs_diff": weight_diff, "passes": passes}
+    return {"ours_s": t_ours, "hand_s": t_hand, "ours_vs_hand_time": t_ours / t_hand, **memory,
+            "loss_rel_diff": loss_rel, "weight_max_abs_diff": weight_diff, "passes": passes}
 
 
 if __name__ == "__main__":
