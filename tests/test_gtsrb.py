@@ -147,6 +147,10 @@ def test_balancing_keeps_originals_and_cycles_them():
     assert sources[out_labels[11:] == 2].tolist() == [3]  # class 2 had 6: one extra
     capped, _ = balance_classes(images, labels, per_class=2, seed=0, num_classes=3)
     assert torch.equal(capped, images)  # classes at or above the target keep all originals, get no extras
+    with pytest.raises(ValueError, match="no images"):
+        balance_classes(images, labels, per_class=7, seed=0, num_classes=4)
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        balance_classes(images, labels, per_class=7, seed=0, num_classes=2)
 
 
 def test_augmentation_is_deterministic_under_its_seed_and_in_range():

@@ -113,6 +113,8 @@ def balance_classes(images: Tensor, labels: Tensor, per_class: int, seed: int, n
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min().item()}..{labels.max().item()}")
     counts = torch.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         missing = torch.nonzero(counts == 0).flatten().tolist()
