@@ -81,9 +81,22 @@ def build_components(cfg: DictConfig, group: str) -> list[Any]:
     return [instantiate(node, f"{group}.{name}") for name, node in (cfg.get(group) or {}).items()]
 
 
+def _without_validation_monitors(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
+    """Drop callbacks that monitor a ``val/`` metric when the data has no validation split (``val_size: 0``).
+
+    Otherwise Lightning warns on every epoch that ``val/acc`` is missing, and the callback does nothing.
+    """
+    if cfg.get("data") is None or cfg.data.get("val_size", None) != 0:
+        return callbacks
+    kept = [cb for cb in callbacks if not str(getattr(cb, "monitor", None) or "").startswith("val/")]
+    if len(kept) < len(callbacks):
+        log.info("data.val_size=0: no validation split, so the callbacks that monitor val/ metrics are off")
+    return kept
+
+
 def build_trainer(cfg: DictConfig, attack_callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
     """The configured Trainer with ``cfg.callbacks`` plus the attack callbacks, writing atomic checkpoints."""
-    callbacks = build_components(cfg, "callbacks") + attack_callbacks
+    callbacks = _without_validation_monitors(cfg, build_components(cfg, "callbacks")) + attack_callbacks
     return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
                        plugins=[AtomicCheckpointIO()])
 
