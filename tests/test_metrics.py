@@ -260,3 +260,14 @@ def test_permutation_inversions_equals_brute_force(perm):
     p = torch.tensor([perm, perm[::-1]])
     assert permutation_inversions(p).tolist() == [brute, len(perm) * (len(perm) - 1) // 2 - brute]
     assert p.tolist() == [perm, perm[::-1]]  # the input is not modified
+
+
+def test_cpu_row_blocks_give_the_same_values(monkeypatch):
+    """The CPU cache blocking (several maps per block, one map per block) changes nothing."""
+    import robustxai.metrics.functional as functional
+    a, b = mnist_like_ig_maps(7, 12, 5), mnist_like_ig_maps(7, 12, 6)
+    whole_k, whole_s = kendall_tau(a, b), spearman(a, b)
+    for block in (300, 100):  # 2 maps per block, then 1
+        monkeypatch.setattr(functional, "CPU_BLOCK_ELEMENTS", block)
+        assert torch.equal(kendall_tau(a, b), whole_k) and torch.equal(spearman(a, b), whole_s)
+    assert_matches(whole_k, kendall_ref(a, b), atol=1e-12)

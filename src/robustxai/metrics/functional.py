@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+CPU_BLOCK_ELEMENTS = 1 << 16  # map values per block on CPU (cache-sized; see _in_cpu_blocks)
+
 
 def _flat_pair(a: Tensor, b: Tensor, name: str) -> tuple[Tensor, Tensor]:
     """Check that a and b are same-shaped batches of maps and flatten them to (N, D)."""
@@ -98,6 +100,18 @@ def count_inversions(x: Tensor) -> Tensor:
     return permutation_inversions(perm)
 
 
+def _in_cpu_blocks(fn, a: Tensor, b: Tensor) -> Tensor:
+    """``fn(a, b)`` on (N, D) rows; on CPU in blocks of about CPU_BLOCK_ELEMENTS values.
+
+    The rank metrics make a dozen passes over int64 copies of their input; on CPU, blocks that
+    fit in the cache are 10-20% faster (bench/bench_rank_metrics.py). On GPUs one block is best.
+    """
+    if a.device.type != "cpu" or a.numel() <= CPU_BLOCK_ELEMENTS:
+        return fn(a, b)
+    rows = max(1, CPU_BLOCK_ELEMENTS // a.shape[1])
+    return torch.cat([fn(a[i:i + rows], b[i:i + rows]) for i in range(0, a.shape[0], rows)])
+
+
 def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     """Kendall's tau-b between each pair of maps, equal to ``scipy.stats.kendalltau(a_i, b_i).statistic``.
 
@@ -108,6 +122,10 @@ def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     where D < 2, or where a map holds a NaN.
     """
     a, b = _flat_pair(a, b, "kendall_tau")
+    return _in_cpu_blocks(_kendall_tau_rows, a, b)
+
+
+def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
     n, d = a.shape
     a_sorted, order = torch.sort(a, dim=1)                     # any order among ties in a
     b_ba, order_ba = torch.sort(b.gather(1, order), dim=1, stable=True)  # (b, a) order
@@ -144,6 +162,10 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     NaN where a map is constant or holds a NaN.
     """
     a, b = _flat_pair(a, b, "spearman")
+    return _in_cpu_blocks(_spearman_rows, a, b)
+
+
+def _spearman_rows(a: Tensor, b: Tensor) -> Tensor:
     ra, rb = average_ranks(a), average_ranks(b)
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
