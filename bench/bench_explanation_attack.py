@@ -11,21 +11,21 @@ Usage: .venv/bin/python bench/bench_explanation_attack.py [--quick] [--synthetic
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pgd import load_inputs  # noqa: E402
-from common import apply_threads, base_parser, print_table, ratio_line, time_interleaved  # noqa: E402
+from bench_pgd import load_inputs
+from common import apply_threads, base_parser, print_table, ratio_line, time_interleaved
 
-from robustxai.attacks.base import attack_mode  # noqa: E402
-from robustxai.attacks.explanation import TopKAttack  # noqa: E402
-from robustxai.attacks.surrogate import softplus_surrogate  # noqa: E402
-from robustxai.attributions.integrated_gradients import IntegratedGradients  # noqa: E402
-from robustxai.models.madry_cnn import MadryCNN  # noqa: E402
+from robustxai.attacks.base import attack_mode
+from robustxai.attacks.explanation import TopKAttack
+from robustxai.attacks.surrogate import softplus_surrogate
+from robustxai.attributions.integrated_gradients import IntegratedGradients
+from robustxai.models.madry_cnn import MadryCNN
 
 
 def ig_map(model: nn.Module, x: Tensor, y: Tensor, m: int, create_graph: bool) -> Tensor:

@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from robustxai.attacks.explanation import (ExplanationAttack, MassCenterAttack, RandomDirectionAttack,
-                                           TargetMapAttack, TopKAttack, load_target_map, target_pattern)
+from robustxai.attacks.explanation import (
+    ExplanationAttack,
+    MassCenterAttack,
+    RandomDirectionAttack,
+    TargetMapAttack,
+    TopKAttack,
+    load_target_map,
+    target_pattern,
+)
 from robustxai.attacks.surrogate import LeakySoftplus, softplus_surrogate
 from robustxai.attributions.gradient import Saliency
 from robustxai.attributions.integrated_gradients import IntegratedGradients
@@ -161,7 +168,7 @@ def test_best_iterate_is_the_minimum_criterion_among_label_preserving_iterates(m
     assert kept.any() and not kept.all()  # the instrument really produced both kinds of iterate
     own = attack.score(clean_map, clean_map)
     masked = torch.where(kept, scores, torch.full_like(scores, float("inf")))
-    best, step = masked.min(dim=0)
+    best = masked.min(dim=0).values
     improved = best < own
     for i in range(len(x)):
         if improved[i]:
@@ -238,7 +245,7 @@ def test_direction_is_the_exact_gradient_through_the_ig_path():
     y = torch.tensor([0, 2])
     ig = IntegratedGradients(steps=5)
     top = torch.rand(2, 6, 6, dtype=torch.float64) > 0.5
-    objective = lambda z: -(rar_saliency(ig(model, z, y, create_graph=True)) * top).sum()  # noqa: E731
+    objective = lambda z: -(rar_saliency(ig(model, z, y, create_graph=True)) * top).sum()
     assert torch.autograd.gradcheck(objective, (x,), eps=1e-6, atol=1e-5)
 
 

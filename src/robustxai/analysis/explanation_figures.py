@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from torch import Tensor
 
-from robustxai.analysis.figures import _show  # noqa: E402
+from robustxai.analysis.figures import _show
 
 ROWS = ("clean", "clean map", "attacked", "attacked map")
 

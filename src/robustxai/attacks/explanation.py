@@ -11,15 +11,22 @@ image. The whole batch advances together with per-image state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, ModelMode, attack_mode, check_choice, check_range
+from robustxai.attacks.base import (
+    Attack,
+    ModelMode,
+    attack_mode,
+    check_choice,
+    check_range,
+)
 from robustxai.attacks.surrogate import softplus_surrogate
 from robustxai.attributions.postprocess import rar_saliency
 from robustxai.metrics import functional as MF
@@ -84,8 +91,8 @@ class ExplanationAttack(Attack):
     ) -> None:
         super().__init__(box=box, model_mode=model_mode)
         if not callable(attribution):
-            raise ValueError(f"attribution must be an attribution method (IntegratedGradients, Saliency), "
-                             f"got {attribution!r}")
+            raise TypeError(f"attribution must be an attribution method (IntegratedGradients, Saliency), "
+                            f"got {attribution!r}")
         check_range("eps", eps, low=0.0)
         check_range("step_size", step_size, low=0.0, low_open=True)
         check_range("steps", steps, low=1)
@@ -122,7 +129,7 @@ class ExplanationAttack(Attack):
         return ExplanationAttackResult(*(t.detach() for t in (result.x_adv, result.clean_map, result.adv_map,
                                                               result.unchanged, result.criterion)))
 
-    def evaluation_callback(self, name: str, output_dir: Path) -> "L.Callback":
+    def evaluation_callback(self, name: str, output_dir: Path) -> L.Callback:
         """The test-loop callback of ``src/eval.py attack=<name>``: IN, CO, Spearman, mass-centre shift."""
         from robustxai.callbacks.explanation_eval import ExplanationAttackEvaluation
 
@@ -232,7 +239,10 @@ def _keep_lower_kendall(a: ExplanationAttackResult, b: ExplanationAttackResult) 
     tau_a = MF.kendall_tau(a.clean_map.flatten(1), a.adv_map.flatten(1))
     tau_b = MF.kendall_tau(b.clean_map.flatten(1), b.adv_map.flatten(1))
     take_b = (~b.unchanged & a.unchanged) | ((b.unchanged == a.unchanged) & (tau_b < tau_a))
-    pick = lambda ta, tb: torch.where(take_b.view(-1, *([1] * (ta.dim() - 1))), tb, ta)  # noqa: E731
+
+    def pick(ta: Tensor, tb: Tensor) -> Tensor:
+        return torch.where(take_b.view(-1, *([1] * (ta.dim() - 1))), tb, ta)
+
     return ExplanationAttackResult(pick(a.x_adv, b.x_adv), a.clean_map, pick(a.adv_map, b.adv_map),
                                    a.unchanged & b.unchanged, pick(a.criterion, b.criterion))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -35,7 +36,7 @@ class ExplanationAttackEvaluation(L.Callback):
     to ``<output_dir>/images/<name>.png`` (and W&B).
     """
 
-    def __init__(self, name: str, attack: "ExplanationAttack", output_dir: str | Path | None = None,
+    def __init__(self, name: str, attack: ExplanationAttack, output_dir: str | Path | None = None,
                  eval_k: int | None = None, grid_images: int = 8) -> None:
         super().__init__()
         self.name, self.attack = name, attack
