@@ -106,3 +106,19 @@ def test_explain_cli_writes_the_seed_layout(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "results.json").read_text())
     assert set(result["images"]) == {"0-cat", "9-automobile"}
     assert len(list((tmp_path / "explanations" / "9-automobile").glob("*.png"))) == 13
+
+
+def test_eval_and_explain_need_a_checkpoint_or_imported_weights() -> None:
+    from omegaconf import OmegaConf
+
+    from robustxai.errors import ConfigError
+    from robustxai.tasks.evaluate import evaluate
+    from robustxai.tasks.explain import explain
+
+    for run in (evaluate, explain):
+        with pytest.raises(ConfigError, match="ckpt_path"):
+            run(OmegaConf.create({"ckpt_path": None, "model": {"weights": None}}))
+    with pytest.raises(ConfigError, match="not both"):
+        evaluate(OmegaConf.create({"ckpt_path": "a.ckpt", "model": {"weights": "b.pt"}}))
+    with pytest.raises(ValueError, match="rho"):
+        ExplainSettings(rho=0.0)

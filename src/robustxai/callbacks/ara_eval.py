@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,8 @@ from lightning.pytorch.loggers import WandbLogger
 from robustxai.attacks.base import check_range
 from robustxai.errors import ConfigError
 from robustxai.metrics.ara import AccuracyRobustnessArea, make_ara_attack, minimal_radii, seed_subset
+
+log = logging.getLogger("robustxai")
 
 
 class ARA:
@@ -64,6 +67,9 @@ class ARAEvaluation(L.Callback):
         if n > len(labels):
             raise ConfigError(f"attack.{self.name}.n_images={n} exceeds the {len(labels)} test images; "
                               f"lower it or drop data.test_subset")
+        if len(labels) != 10_000:
+            log.warning("ARA image set: permutation of %d test images; it is the seed's set only on the full "
+                        "10,000-image CIFAR-10 test split (drop data.test_subset)", len(labels))
         index = seed_subset(len(labels), n, self.config.subset_seed).to(labels.device)
         index = index[trainer.global_rank::trainer.world_size]
         x = images[index]
