@@ -423,3 +423,12 @@ def test_topk_attack_equals_a_seed_style_per_image_loop():
                                               steps=4, k=20)
         assert torch.allclose(ours.x_adv[i:i + 1], expected, atol=1e-12)
         assert bool(ours.unchanged[i]) == unchanged
+
+
+def test_images_per_pass_follow_the_memory_bound_unless_given():
+    mnist, flower = torch.zeros(2, 1, 28, 28), torch.zeros(2, 3, 128, 128)
+    attack = TopKAttack(IntegratedGradients(steps=100))
+    assert attack.images_per_pass(mnist) == 2_500_000 // (100 * 784) == 31
+    assert attack.images_per_pass(flower) == 1  # never below one image
+    assert TopKAttack(Saliency()).images_per_pass(flower) == 2_500_000 // (3 * 128 * 128)
+    assert TopKAttack(IntegratedGradients(steps=100), chunk_size=5).images_per_pass(flower) == 5

@@ -67,7 +67,9 @@ class ExplanationAttack(Attack):
     network then gives zero directions for gradient maps). ``measure`` picks the iterate (``k_top``
     for ``intersection``). No random start. ``pixel_levels`` (e.g. 255) truncates iterates to the grid
     ``floor(x * levels) / levels`` like the seed's int cast in its GTSRB/Flower IG attack; off by default.
-    ``chunk_size`` bounds the images per attribution pass (memory; results do not depend on it).
+    ``chunk_size`` is the number of images per attribution pass (memory only: results do not depend
+    on it); ``None`` picks ``max(1, max_chunk_values // (path points per image * values per image))``
+    (path points: the attribution's ``steps``, else 1), i.e. a memory bound that follows the image size.
     """
 
     deterministic = True
@@ -86,6 +88,7 @@ class ExplanationAttack(Attack):
         restarts: int = 1,
         pixel_levels: int | None = None,
         chunk_size: int | None = None,
+        max_chunk_values: int = 2_500_000,
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",
     ) -> None:
@@ -106,6 +109,7 @@ class ExplanationAttack(Attack):
             check_range("pixel_levels", pixel_levels, low=1)
         if chunk_size is not None:
             check_range("chunk_size", chunk_size, low=1)
+        check_range("max_chunk_values", max_chunk_values, low=1)
         if restarts > 1 and self.deterministic:
             raise ValueError(f"restarts > 1 only makes sense for the random attack: {type(self).__name__} is "
                              "deterministic (no random start), so every repeat would be identical; use restarts=1")
@@ -116,6 +120,7 @@ class ExplanationAttack(Attack):
         self.restarts = int(restarts)
         self.pixel_levels = None if pixel_levels is None else int(pixel_levels)
         self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.max_chunk_values = int(max_chunk_values)
         self.on_step: Callable[[int], None] | None = None  # progress hook (set by the evaluation callback)
 
     # -- the contract ---------------------------------------------------------------------------
@@ -136,9 +141,16 @@ class ExplanationAttack(Attack):
         return ExplanationAttackEvaluation(name, self, output_dir=output_dir)
 
     # -- maps -----------------------------------------------------------------------------------
+    def images_per_pass(self, x: Tensor) -> int:
+        """``chunk_size``, or as many images as fit ``max_chunk_values`` path-point input values (at least 1)."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        points = int(getattr(self.attribution, "steps", 1))
+        return max(1, self.max_chunk_values // (points * x[0].numel()))
+
     def maps(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool = False) -> Tensor:
-        """Post-processed ``(N, H, W)`` maps, ``chunk_size`` images per attribution pass."""
-        size = self.chunk_size or len(x)
+        """Post-processed ``(N, H, W)`` maps, :meth:`images_per_pass` images per attribution pass."""
+        size = self.images_per_pass(x)
         parts = [rar_saliency(self.attribution(model, x[i:i + size], target[i:i + size], create_graph=create_graph))
                  for i in range(0, len(x), size)]
         return torch.cat(parts) if len(parts) != 1 else parts[0]
@@ -166,7 +178,7 @@ class ExplanationAttack(Attack):
 
     def direction(self, surrogate: nn.Module, x: Tensor, target: Tensor, context: dict[str, Tensor]) -> Tensor:
         """Ascent direction of :meth:`objective` w.r.t. ``x`` (images are independent: chunks are exact)."""
-        size = self.chunk_size or len(x)
+        size = self.images_per_pass(x)
         grads = []
         for i in range(0, len(x), size):
             xi = x[i:i + size].detach().requires_grad_(True)
@@ -302,10 +314,12 @@ class TargetMapAttack(ExplanationAttack):
                  step_size: float = 0.01, steps: int = 100, k_top: int = 100, measure: Measure = "kendall",
                  eval_k: int = 100, surrogate: Surrogate = "softplus", softplus_beta: float = 1.0,
                  restarts: int = 1, pixel_levels: int | None = None, chunk_size: int | None = None,
-                 box: tuple[float, float] = (0.0, 1.0), model_mode: ModelMode = "eval") -> None:
+                 max_chunk_values: int = 2_500_000, box: tuple[float, float] = (0.0, 1.0),
+                 model_mode: ModelMode = "eval") -> None:
         super().__init__(attribution, eps=eps, step_size=step_size, steps=steps, k_top=k_top, measure=measure,
                          eval_k=eval_k, surrogate=surrogate, softplus_beta=softplus_beta, restarts=restarts,
-                         pixel_levels=pixel_levels, chunk_size=chunk_size, box=box, model_mode=model_mode)
+                         pixel_levels=pixel_levels, chunk_size=chunk_size, max_chunk_values=max_chunk_values,
+                         box=box, model_mode=model_mode)
         if target_map is None or str(target_map).strip() == "":
             raise ValueError("target_map is required for the target attack: give a file (.pt, .npy or an image) "
                              f"with an (H, W) map, or one of the patterns {', '.join(TARGET_PATTERNS)}")
