@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     batch, steps, repeats = args.batch, args.steps, args.repeats
     eps, momentum = 20.0 * steps / 450, 0.9
     if args.quick:
-        batch, steps, repeats = min(batch, 8), min(steps, 20), 1
+        batch, steps = min(batch, 8), min(steps, 20)
         eps, momentum = 0.05 * steps, 0.0  # the seed's advice for < 100 steps
     model, x, y, source = load_model_and_inputs(batch, args.synthetic)
     attacks = {kind: make_ara_attack(kind, eps, steps, momentum, sanity_check="off") for kind in ("attack", "btr")}
