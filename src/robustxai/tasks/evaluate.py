@@ -16,6 +16,21 @@ from robustxai.tasks.common import (build_attack_callbacks, build_components, bu
 from robustxai.utils.checkpoint import load_model_weights
 
 FROM_TRAINING_RUN = ("data", "threat", "model")
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+
+def _fill_new_threat_keys(trained: DictConfig, run_dir: Path) -> DictConfig:
+    """The training run's threat model, plus keys its file has gained since (e.g. ``explanation``).
+
+    Attacks read the threat model by interpolation (``${threat.explanation.eps}``), so a checkpoint
+    trained before a key existed could not be evaluated with the attacks that use it. Trained values win.
+    """
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return trained
+    choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.threat")
+    current = CONF_DIR / "threat" / f"{choice}.yaml"
+    return OmegaConf.merge(OmegaConf.load(current), trained) if choice and current.is_file() else trained
 
 
 def adopt_training_run(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
@@ -34,7 +49,8 @@ def adopt_training_run(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     adopted = [name for name in FROM_TRAINING_RUN if name not in chosen and name in trained]
     with open_dict(cfg):
         for name in adopted:
-            cfg[name] = trained[name]
+            cfg[name] = _fill_new_threat_keys(trained[name], run_config.parent.parent) if name == "threat" \
+                else trained[name]
         for o in parsed:
             if o.key_or_group.split(".")[0] in adopted and "." in o.key_or_group and not o.is_delete():
                 OmegaConf.update(cfg, o.key_or_group, o.value(), force_add=True)
