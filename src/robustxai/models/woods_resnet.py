@@ -59,7 +59,7 @@ class WoodsResNet(nn.Module):
     zero biases, and the last conv of every residual branch zeroed.
     """
 
-    def __init__(self, activation: Activation | None = None, num_classes: int = 10, in_channels: int = 3,
+    def __init__(self, activation: str | None = None, num_classes: int = 10, in_channels: int = 3,
                  input_size: int = 32, blocks_per_stage: int = 7,
                  widths: Sequence[int] = (16, 32, 64),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
