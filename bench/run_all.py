@@ -7,19 +7,38 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ara  # noqa: E402
+import bench_attributions  # noqa: E402
+import bench_explanation_attack  # noqa: E402
+import bench_ig_norm  # noqa: E402
 import bench_pgd  # noqa: E402
+import bench_rank_metrics  # noqa: E402
 import bench_train_epoch  # noqa: E402
+import bench_woods_train  # noqa: E402
 from common import base_parser  # noqa: E402
 
-BENCHMARKS = {"pgd": bench_pgd.main, "train_epoch": bench_train_epoch.main}
+BENCHMARKS = {
+    "pgd": bench_pgd.main,
+    "train_epoch": bench_train_epoch.main,
+    "attributions": bench_attributions.main,
+    "rank_metrics": bench_rank_metrics.main,
+    "explanation_attack": bench_explanation_attack.main,
+    "ig_norm": bench_ig_norm.main,
+    "ara": bench_ara.main,
+    "woods_train": bench_woods_train.main,
+}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Run each benchmark with the shared options (``--quick``, ``--threads``); return their figures."""
-    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    args = parser.parse_args(argv)
     shared = (["--quick"] if args.quick else []) + ([f"--threads={args.threads}"] if args.threads else [])
     results = {}
     for name, run in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
         start = time.perf_counter()
         results[name] = run(shared)
         print(f"[{name}: {time.perf_counter() - start:.0f} s]", flush=True)
