@@ -135,3 +135,36 @@ def test_eval_cli_logs_ara(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "ara_ara.json").read_text())
     assert record["test_index_rank0"] == [206, 3055, 6922]
     assert Path(metrics["images"]["ara"]).is_file()
+
+
+def test_ara_callback_in_a_test_loop_logs_the_functional_value(tmp_path: Path) -> None:
+    import lightning as L
+
+    from robustxai.callbacks.ara_eval import ARA
+    from robustxai.data.base import TensorDataModule
+    from robustxai.methods.base import EvaluationModule
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(40, 3, 4, 4, generator=g), torch.randint(0, 10, (40,), generator=g)
+
+    class Tiny(TensorDataModule):
+        num_classes, input_shape = 10, (3, 4, 4)
+
+        def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            return images, labels
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+    config = ARA(eps=2.0, steps=30, momentum=0.0, n_images=7, batch_size=3, sanity_check="off")
+    callback = config.evaluation_callback("ara", tmp_path)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        inference_mode=False, callbacks=[callback])
+    trainer.test(EvaluationModule(model), datamodule=Tiny(batch_size=20), verbose=False)
+    index = seed_subset(40, 7)
+    for kind, key in (("attack", "test/ara/ara"), ("btr", "test/ara/ara_btr")):
+        radii = minimal_radii(model.eval(), images[index], labels[index], make_ara_attack(kind, 2.0, 30, 0.0, "off"),
+                             batch_size=3)
+        assert float(trainer.callback_metrics[key]) == pytest.approx(ara(radii, 10).item(), rel=1e-6)
+    record = json.loads((tmp_path / "ara_ara.json").read_text())
+    assert record["test_index_rank0"] == index.tolist()
+    assert callback.grid_path is not None and callback.grid_path.is_file()
