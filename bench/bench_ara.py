@@ -9,19 +9,27 @@ Usage: .venv/bin/python bench/bench_ara.py [--quick] [--batch 32] [--steps 450] 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO_ROOT, apply_threads, base_parser, data_dir, print_table, ratio_line, time_interleaved  # noqa: E402
+from common import (
+    REPO_ROOT,
+    apply_threads,
+    base_parser,
+    data_dir,
+    print_table,
+    ratio_line,
+    time_interleaved,
+)
 
-from robustxai.data.cifar10 import load_cifar10  # noqa: E402
-from robustxai.metrics.ara import ara, make_ara_attack, minimal_radii, seed_subset  # noqa: E402
-from robustxai.models.woods_resnet import WoodsResNet  # noqa: E402
+from robustxai.data.cifar10 import load_cifar10
+from robustxai.metrics.ara import ara, make_ara_attack, minimal_radii, seed_subset
+from robustxai.models.woods_resnet import WoodsResNet
 
 PREBUILT = REPO_ROOT.parent / "shared" / "models" / "woods-prebuilt" / "resnet44-robust.pt"
 

@@ -13,8 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustxai.data.cifar10 import (CLASS_NAMES, CIFAR10DataModule, _BatchUnpickler, augment_like_seed,
-                                    load_cifar10, read_batch)
+from robustxai.data.cifar10 import (
+    CLASS_NAMES,
+    CIFAR10DataModule,
+    _BatchUnpickler,
+    augment_like_seed,
+    load_cifar10,
+    read_batch,
+)
 from robustxai.errors import DatasetError
 from tests.conftest import shared_dataset
 
@@ -84,7 +90,7 @@ def test_augmentation_is_a_flipped_crop_of_the_edge_padded_image_and_seeded() ->
     flipped = first[:, 0] > first[:, -1]
     assert 80 < int(flipped.sum()) < 176
     starts = torch.where(flipped, first[:, -1], first[:, 0])
-    assert set(starts.long().tolist()) <= set(range(0, 5)) and len(set(starts.long().tolist())) == 5
+    assert set(starts.long().tolist()) <= set(range(5)) and len(set(starts.long().tolist())) == 5
 
 
 def test_datamodule_augments_training_batches_only() -> None:

@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from robustxai.data.cifar10 import CLASS_NAMES
 from torchvision.utils import save_image
 
-from robustxai.tasks.explain import (ExplainSettings, explain_images, explain_toward, seed_file_names,
-                                     write_explanation)
+from robustxai.data.cifar10 import CLASS_NAMES
+from robustxai.tasks.explain import (
+    ExplainSettings,
+    explain_images,
+    explain_toward,
+    seed_file_names,
+    write_explanation,
+)
 from tests.conftest import ROOT, run_cli, shared_dataset
 
 PREBUILT = ROOT.parent / "shared" / "models" / "woods-prebuilt"

@@ -97,7 +97,7 @@ def test_best_tracking_returns_the_clean_image_when_never_successful_and_final_i
 
 
 def test_already_failing_images_get_radius_zero() -> None:
-    x, y = _data()
+    x, _ = _data()
     model = Linear2()
     with torch.no_grad():
         wrong = 1 - model(x).argmax(1)
@@ -126,7 +126,7 @@ def test_nothing_is_clipped_to_the_pixel_box() -> None:
 
 def test_sanity_check_error_warn_off() -> None:
     x, y = _data()
-    late = dict(eps=1.0, steps=10, eps_overshoot=1.0)  # plain: RMS eps only reached at the very end
+    late = {"eps": 1.0, "steps": 10, "eps_overshoot": 1.0}  # plain: RMS eps only reached at the very end
     with pytest.raises(SanityCheckError, match="Increase eps"):
         WoodsAttack(**late, sanity_check="error")(Linear2(), x, y)
     with pytest.warns(RuntimeWarning, match="sanity check"):
@@ -151,7 +151,7 @@ def test_btr_mode_stops_at_chance_probability() -> None:
 def test_encourage_labels_descends_the_target_loss() -> None:
     x, y = _data()
     model = Linear2()
-    loss = lambda z: nn.functional.cross_entropy(model(z), y, reduction="none")  # noqa: E731
+    loss = lambda z: nn.functional.cross_entropy(model(z), y, reduction="none")
     expl = WoodsAttack(eps=0.1, steps=10, eps_overshoot=5, encourage_labels=True, sanity_check="off")(model, x, y)
     adv = WoodsAttack(eps=0.1, steps=10, eps_overshoot=5, sanity_check="off")(model, x, y)
     with torch.no_grad():

@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from robustxai.errors import CheckpointError
-from robustxai.models.importers import load_woods_file, load_woods_weights, woods_resnet_from_file
+from robustxai.models.importers import (
+    load_woods_file,
+    load_woods_weights,
+    woods_resnet_from_file,
+)
 from robustxai.models.woods_resnet import WoodsResNet
 
 PREBUILT = Path(__file__).resolve().parents[2] / "shared" / "models" / "woods-prebuilt"

@@ -36,7 +36,7 @@ def test_state_dict_keys_match_the_seed_template(activation: str, count: int) ->
 
 def test_parameter_count_and_per_part_counts() -> None:
     model = WoodsResNet("half_huber")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(model) == 681_626
     assert [count(model.pipe[i]) for i in range(4)] == [432, 32_704, 129_888, 517_824]
     assert count(model.pipe[4]) + count(model.pipe[7]) == 778

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from torch import Tensor
 
 
 def save_explanation_grid(path: Path, image: Tensor, explanations: Sequence[Tensor], titles: Sequence[str],
@@ -70,9 +70,9 @@ def seed_comparison_figure(prebuilt_dir: Path, out_path: Path) -> dict[str, list
 
     Returns, per network, the mean |seed - ours| in grey levels of each of the 4 images.
     """
-    import numpy as np
     import tempfile
 
+    import numpy as np
     import torch
     from PIL import Image
     from torchvision.utils import save_image

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, ModelMode, attack_mode, check_choice, check_range
+from robustxai.attacks.base import (
+    Attack,
+    ModelMode,
+    attack_mode,
+    check_choice,
+    check_range,
+)
 
 Mode = Literal["plain", "l2min", "btr"]
 SanityCheck = Literal["error", "warn", "off"]
@@ -104,7 +110,7 @@ class WoodsAttack(Attack):
     def step_lengths(self) -> Tensor:
         return step_lengths(self.total, self.steps)
 
-    def rescaled(self, fraction: float) -> "WoodsAttack":
+    def rescaled(self, fraction: float) -> WoodsAttack:
         check_range("fraction", fraction, low=0.0)
         clone = copy.copy(self)
         clone.eps = self.eps * fraction
@@ -200,4 +206,4 @@ class WoodsAttack(Attack):
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-__all__ = ["WoodsAttack", "WoodsResult", "SanityCheckError", "rms", "step_lengths"]
+__all__ = ["SanityCheckError", "WoodsAttack", "WoodsResult", "rms", "step_lengths"]

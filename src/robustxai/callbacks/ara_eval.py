@@ -12,7 +12,12 @@ from lightning.pytorch.loggers import WandbLogger
 
 from robustxai.attacks.base import check_range
 from robustxai.errors import ConfigError
-from robustxai.metrics.ara import AccuracyRobustnessArea, make_ara_attack, minimal_radii, seed_subset
+from robustxai.metrics.ara import (
+    AccuracyRobustnessArea,
+    make_ara_attack,
+    minimal_radii,
+    seed_subset,
+)
 
 log = logging.getLogger("robustxai")
 
@@ -36,7 +41,7 @@ class ARA:
         self.n_images, self.subset_seed, self.batch_size = n_images, subset_seed, batch_size
         self.kinds, self.sanity_check = tuple(kinds), sanity_check
 
-    def evaluation_callback(self, name: str, output_dir: Path) -> "ARAEvaluation":
+    def evaluation_callback(self, name: str, output_dir: Path) -> ARAEvaluation:
         return ARAEvaluation(name, self, output_dir)
 
     def __repr__(self) -> str:

@@ -31,8 +31,8 @@ CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 class _BatchUnpickler(pickle.Unpickler):
     """Resolves only the three numpy globals a CIFAR batch needs; anything else is refused."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")})
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -158,4 +158,4 @@ class CIFAR10DataModule(TensorDataModule):
         return augment_like_seed(x, generator), y
 
 
-__all__ = ["CIFAR10DataModule", "load_cifar10", "read_batch", "augment_like_seed", "CLASS_NAMES"]
+__all__ = ["CLASS_NAMES", "CIFAR10DataModule", "augment_like_seed", "load_cifar10", "read_batch"]

@@ -12,6 +12,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from robustxai.attacks.woods import WoodsAttack
+
 
 def ara(radii: Tensor, num_classes: int, bins: int = 1000) -> Tensor:
     """The seed's ARA: ``Delta * sum_k max(0, 1 - F_k - 1/C)`` over ``bins`` bins of [0, R].
@@ -62,7 +64,7 @@ class AccuracyRobustnessArea(Metric):
         return dim_zero_cat(self.radii)
 
 
-__all__ = ["ara", "accuracy_at", "AccuracyRobustnessArea"]
+__all__ = ["AccuracyRobustnessArea", "accuracy_at", "ara"]
 
 
 # -- the minimal-perturbation search that produces the radii ---------------------------------------
@@ -83,17 +85,15 @@ def seed_subset(n_total: int, n_images: int, seed: int = 1776) -> Tensor:
 
 
 def make_ara_attack(kind: str, eps: float = 20.0, steps: int = 450, momentum: float = 0.9,
-                    sanity_check: str = "error") -> "WoodsAttack":
+                    sanity_check: str = "error") -> WoodsAttack:
     """The seed's ``calculate-ara`` search: eval mode, overshoot 1, best-tracking, momentum EMA."""
-    from robustxai.attacks.woods import WoodsAttack
-
     if kind not in ARA_MODES:
         raise ValueError(f"ARA kind must be one of {sorted(ARA_MODES)}, got {kind!r}")
     return WoodsAttack(eps=eps, steps=steps, eps_overshoot=1.0, momentum=momentum, mode=ARA_MODES[kind],
                        track_best=True, sanity_check=sanity_check, model_mode="eval")  # type: ignore[arg-type]
 
 
-def minimal_radii(model: torch.nn.Module, x: Tensor, y: Tensor, attack: "WoodsAttack",
+def minimal_radii(model: torch.nn.Module, x: Tensor, y: Tensor, attack: WoodsAttack,
                   batch_size: int = 128) -> Tensor:
     """Per-image RMS of the smallest successful perturbation; 0 if already failing, inf if never found.
 
@@ -109,4 +109,4 @@ def minimal_radii(model: torch.nn.Module, x: Tensor, y: Tensor, attack: "WoodsAt
     return torch.cat(out)
 
 
-__all__ += ["seed_subset", "make_ara_attack", "minimal_radii", "ARA_MODES"]
+__all__ += ["ARA_MODES", "make_ara_attack", "minimal_radii", "seed_subset"]

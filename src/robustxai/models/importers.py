@@ -86,4 +86,4 @@ def woods_resnet_from_file(path: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-__all__ = ["load_woods_file", "load_woods_weights", "woods_resnet_from_file", "activation_of"]
+__all__ = ["activation_of", "load_woods_file", "load_woods_weights", "woods_resnet_from_file"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -128,4 +129,4 @@ class WoodsResNet(nn.Module):
         return self.pipe((x - mean) / std)[:, :, 0, 0]
 
 
-__all__ = ["WoodsResNet", "PreActBlock", "make_activation"]
+__all__ = ["PreActBlock", "WoodsResNet", "make_activation"]

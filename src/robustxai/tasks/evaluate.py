@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustxai.errors import ConfigError
 from robustxai.methods.base import EvaluationModule
-from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
-                                    build_trainer, figure_paths, log, prepare, record_config, scalar_metrics,
-                                    task_context, write_results)
+from robustxai.tasks.common import (
+    build_attack_callbacks,
+    build_components,
+    build_datamodule,
+    build_model,
+    build_trainer,
+    figure_paths,
+    log,
+    prepare,
+    record_config,
+    scalar_metrics,
+    task_context,
+    write_results,
+)
 from robustxai.utils.checkpoint import load_model_weights
 
 FROM_TRAINING_RUN = ("data", "threat", "model")

@@ -9,9 +9,9 @@ class (p: clean softmax probability, 3 decimals), named and scaled as the seed w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from lightning.pytorch.loggers import WandbLogger
@@ -23,8 +23,15 @@ from robustxai.analysis.explanations import save_explanation_grid
 from robustxai.attacks.base import check_choice, check_range
 from robustxai.attacks.woods import WoodsAttack
 from robustxai.errors import ConfigError
-from robustxai.tasks.common import (build_components, build_datamodule, build_model, log, prepare,
-                                    task_context, write_results)
+from robustxai.tasks.common import (
+    build_components,
+    build_datamodule,
+    build_model,
+    log,
+    prepare,
+    task_context,
+    write_results,
+)
 from robustxai.utils.checkpoint import load_model_weights
 
 
@@ -155,4 +162,4 @@ def explain(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["ExplainSettings", "Explanation", "explain_images", "explain_toward", "write_explanation", "seed_file_names", "explain"]
+__all__ = ["ExplainSettings", "Explanation", "explain", "explain_images", "explain_toward", "seed_file_names", "write_explanation"]
