@@ -17,9 +17,8 @@ from torchvision.datasets.utils import download_and_extract_archive
 from robustxai.attacks.base import check_range
 from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
-from robustxai.data.cache import default_cache_dir
 from robustxai.data.splits import split_per_class
-from robustxai.data.tensor_cache import cached_tensors, files_fingerprint, is_writable_dir
+from robustxai.data.cache import cached_tensors, default_cache_dir, files_fingerprint, is_writable_dir
 from robustxai.errors import DatasetError
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"

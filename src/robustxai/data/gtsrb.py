@@ -18,10 +18,9 @@ from torchvision.transforms.v2 import functional as TF
 from robustxai.attacks.base import check_choice, check_range
 from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
-from robustxai.data.cache import default_cache_dir
 from robustxai.data.equalize import equalize_hist
 from robustxai.data.splits import fraction_per_class, split_per_class
-from robustxai.data.tensor_cache import cached_tensors, files_fingerprint, is_writable_dir
+from robustxai.data.cache import cached_tensors, default_cache_dir, files_fingerprint, is_writable_dir
 from robustxai.errors import DatasetError
 
 SIZE = 32
