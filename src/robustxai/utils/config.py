@@ -65,8 +65,12 @@ def _type_ok(value: Any, annotation: Any) -> bool:
 
 
 def _describe(annotation: Any) -> str:
-    if get_origin(annotation) is Literal:
+    """``Literal['a', 'b'] | None`` -> "one of 'a', 'b', or None"; ``float`` -> "float"."""
+    origin = get_origin(annotation)
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join("None" if arg is type(None) else _describe(arg) for arg in get_args(annotation))
     return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
 
 
