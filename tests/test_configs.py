@@ -85,7 +85,7 @@ def test_threat_model_follows_the_dataset(tmp_path):
     ("+attack.pgd.epsilon=0.1", "attack.pgd.epsilon", "has no argument 'epsilon'"),
     ("data.batch_size=0", "data", "batch_size must be >= 1"),
     ("attack.pgd.steps=ten", "attack.pgd.steps", "must be int"),
-    ("data.test_subset=many", "data.test_subset", "must be int | None"),
+    ("data.test_subset=many", "data.test_subset", "must be int or None"),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, message, tmp_path):
     cfg = compose_cfg("train", ["method=pgd_at", override], tmp_path)
