@@ -179,9 +179,12 @@ def test_read_offline_run_across_blocks(tmp_path, trap):
 # -- end to end through the command line ----------------------------------------------------------------
 def test_train_offline_run_files_hold_metrics_config_and_images(tmp_path, trap):
     run_dir = tmp_path / "run"
-    proc = run_isolated("train", *SMALL, f"hydra.run.dir={run_dir}", env=offline_env(tmp_path, trap, mode="offline"))
+    proc = run_isolated("train", *SMALL, "attack=[pgd,topk]", "attack.topk.steps=2", "threat.explanation.ig_steps=4",
+                        f"hydra.run.dir={run_dir}", env=offline_env(tmp_path, trap, mode="offline"))
     run = the_offline_run(run_dir)
     check_run_matches_results(run, run_dir)
+    topk_grid = run["summary"]["test/examples/topk"]  # the explanation attack's grid goes to W&B too
+    assert topk_grid["filenames"][0] in run["files"] and run["summary"]["test/kendall/topk"] <= 1.0
     assert run["project"] == "robustxai" and run["group"] is None
     assert run["name"] and "logger=wandb" in run["name"]  # the job's overrides
     # the resolved config: targets, interpolations filled in (threat model -> attack eps, run dir)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 
 from robustxai.attacks.base import check_range
 from robustxai.errors import ConfigError
@@ -18,6 +17,7 @@ from robustxai.metrics.ara import (
     minimal_radii,
     seed_subset,
 )
+from robustxai.utils.wandb import log_image_files
 
 log = logging.getLogger("robustxai")
 
@@ -103,9 +103,7 @@ class ARAEvaluation(L.Callback):
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / f"ara_{self.name}.json").write_text(json.dumps(record, indent=1) + "\n")
             self.grid_path = self._save_curve(curves, num_classes)
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"test/ara_curve/{self.name}", images=[str(self.grid_path)])
+            log_image_files(trainer.loggers, f"test/ara_curve/{self.name}", [self.grid_path])
 
     def _save_curve(self, curves: dict[str, torch.Tensor], num_classes: int) -> Path:
         import matplotlib

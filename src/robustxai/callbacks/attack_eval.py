@@ -7,12 +7,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
 
 from robustxai.analysis.figures import save_adversarial_examples
 from robustxai.attacks.base import Attack
+from robustxai.utils.wandb import log_image_files
 
 
 class AttackEvaluation(L.Callback):
@@ -71,7 +71,5 @@ class AttackEvaluation(L.Callback):
         self.grid_path = save_adversarial_examples(
             directory / "images" / f"{self.name}.png", x, x_adv, y, pred_clean, pred_adv,
             title=f"{self.name}: {self.attack!r}", class_names=class_names)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"test/examples/{self.name}", images=[str(self.grid_path)],
-                                 caption=["rows: clean, adversarial (red: fooled), perturbation (rescaled)"])
+        log_image_files(trainer.loggers, f"test/examples/{self.name}", [self.grid_path],
+                        ["rows: clean, adversarial (red: fooled), perturbation (rescaled)"])

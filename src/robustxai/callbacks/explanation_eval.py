@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 from tqdm.auto import tqdm
 
 from robustxai.analysis.explanation_figures import save_explanation_attack_examples
 from robustxai.metrics import functional as MF
+from robustxai.utils.wandb import log_image_files
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustxai.attacks.explanation import ExplanationAttack
@@ -131,10 +131,8 @@ class ExplanationAttackEvaluation(L.Callback):
         self.grid_path = save_explanation_attack_examples(
             directory / "images" / f"{self.name}.png", x, clean_map, x_adv, adv_map, intersection, kendall,
             unchanged, title=self._title())
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"test/examples/{self.name}", images=[str(self.grid_path)],
-                                 caption=["rows: clean image, clean map, attacked image, attacked map"])
+        log_image_files(trainer.loggers, f"test/examples/{self.name}", [self.grid_path],
+                        ["rows: clean image, clean map, attacked image, attacked map"])
 
 
 __all__ = ["ExplanationAttackEvaluation"]

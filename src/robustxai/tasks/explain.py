@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.utils import save_image
@@ -33,6 +32,7 @@ from robustxai.tasks.common import (
     write_results,
 )
 from robustxai.utils.checkpoint import load_model_weights
+from robustxai.utils.wandb import log_image_files
 
 
 class ExplainSettings:
@@ -152,9 +152,7 @@ def explain(cfg: DictConfig) -> dict[str, float]:
             paths = write_explanation(e, directory, class_names, settings.grid)
             if settings.grid:
                 grids[f"{e.index}-{class_names[e.label]}"] = str(paths[-1])
-        for logger in build_components(cfg, "logger"):
-            if isinstance(logger, WandbLogger) and grids:
-                logger.log_image(key="explain/grids", images=list(grids.values()), caption=list(grids))
+        log_image_files(build_components(cfg, "logger"), "explain/grids", list(grids.values()), list(grids))
         log.info("Wrote explanations of %d images to %s", len(results), directory)
     metrics = {f"explain/p_true/{e.index}": float(e.probs[e.label]) for e in results}
     write_results(output_dir, metrics, task="explain", directory=str(directory), images=grids,

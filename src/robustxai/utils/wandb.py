@@ -14,7 +14,7 @@ import platform
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import WandbLogger
@@ -169,3 +169,16 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     files = path.parent / "files"
     run["files"] = sorted(str(p.relative_to(files)) for p in files.rglob("*") if p.is_file()) if files.is_dir() else []
     return run
+
+
+def log_image_files(loggers: Iterable[Any], key: str, paths: Sequence[str | Path],
+                    captions: Sequence[str] | None = None) -> None:
+    """Send saved image files to every W&B logger among ``loggers`` (other loggers keep the files on disk)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not paths:
+        return
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            kwargs = {"caption": list(captions)} if captions is not None else {}
+            logger.log_image(key=key, images=[str(p) for p in paths], **kwargs)
