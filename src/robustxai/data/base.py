@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from robustxai.attacks.base import check_range
+from robustxai.data.cache import default_cache_dir
 
 
 class TensorLoader:
@@ -104,7 +105,8 @@ class TensorDataModule(L.LightningDataModule):
         if test_subset is not None:
             check_range("test_subset", test_subset, low=1)
         self.data_dir = Path(data_dir).expanduser().resolve()
-        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else None
+        # where derived files go (never into data_dir): the given folder, else $ROBUSTXAI_CACHE or ~/.cache/robustxai
+        self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size

@@ -18,7 +18,7 @@ from robustxai.attacks.base import check_range
 from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
 from robustxai.data.splits import split_per_class
-from robustxai.data.cache import cached_tensors, default_cache_dir, files_fingerprint, is_writable_dir
+from robustxai.data.cache import cached_tensors, files_fingerprint, is_writable_dir
 from robustxai.errors import DatasetError
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
@@ -126,12 +126,8 @@ class Flower17DataModule(TensorDataModule):
         self.augment_per_class = augment_per_class
         self.augment_seed = augment_seed
 
-    @property
-    def _cache(self) -> Path:
-        return self.cache_dir or default_cache_dir()
-
     def _split(self, train: bool) -> tuple[Tensor, Tensor]:
-        images, labels = load_flower17(self.data_dir, self.download, self._cache)
+        images, labels = load_flower17(self.data_dir, self.download, self.cache_dir)
         first = torch.full((self.num_classes,), self.train_per_class)
         train_idx, test_idx = split_per_class(labels, first, self.split_seed)
         idx = train_idx if train else test_idx
@@ -148,7 +144,7 @@ class Flower17DataModule(TensorDataModule):
         key = {"dataset": "flower17-augmented", "split_seed": self.split_seed, "train_per_class": self.train_per_class,
                "val_size": self.val_size, "per_class": self.augment_per_class, "seed": self.augment_seed,
                "files": files_fingerprint(image_files(self.data_dir)), "version": DECODE_VERSION}
-        tensors = cached_tensors(self._cache, "flower17", key, build)
+        tensors = cached_tensors(self.cache_dir, "flower17", key, build)
         return tensors["images"], tensors["labels"]
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:

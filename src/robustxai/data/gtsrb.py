@@ -20,7 +20,7 @@ from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
 from robustxai.data.equalize import equalize_hist
 from robustxai.data.splits import fraction_per_class, split_per_class
-from robustxai.data.cache import cached_tensors, default_cache_dir, files_fingerprint, is_writable_dir
+from robustxai.data.cache import cached_tensors, files_fingerprint, is_writable_dir
 from robustxai.errors import DatasetError
 
 SIZE = 32
@@ -159,19 +159,15 @@ class GTSRBDataModule(TensorDataModule):
         self.augment_per_class = augment_per_class
         self.augment_seed = augment_seed
 
-    @property
-    def _cache(self) -> Path:
-        return self.cache_dir or default_cache_dir()
-
     def _raw_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """The un-equalised uint8 images and labels of the requested split, before augmentation."""
         if self.split == "official":
-            images, labels = load_gtsrb_split(self.data_dir, "train" if train else "test", self.download, self._cache)
+            images, labels = load_gtsrb_split(self.data_dir, "train" if train else "test", self.download, self.cache_dir)
             if train:  # torchvision lists training images class by class: shuffle so a val prefix is random
                 order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
                 images, labels = images[order], labels[order]
             return images, labels
-        images, labels = load_gtsrb_split(self.data_dir, "test", self.download, self._cache)
+        images, labels = load_gtsrb_split(self.data_dir, "test", self.download, self.cache_dir)
         per_class = fraction_per_class(labels, self.test_fraction, self.num_classes)
         test_idx, train_idx = split_per_class(labels, per_class, self.split_seed)
         idx = train_idx if train else test_idx
@@ -190,7 +186,7 @@ class GTSRBDataModule(TensorDataModule):
                "test_fraction": self.test_fraction if self.split == "test_images" else None,
                "val_size": self.val_size, "per_class": self.augment_per_class, "seed": self.augment_seed,
                "equalize": self.equalize, "files": files_fingerprint(source), "version": DECODE_VERSION}
-        tensors = cached_tensors(self._cache, "gtsrb", key, build)
+        tensors = cached_tensors(self.cache_dir, "gtsrb", key, build)
         return tensors["images"], tensors["labels"]
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:
