@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -58,20 +57,21 @@ class AttributionNormPGD(PGD):
         self.approx_factor = int(approx_factor)
         self.max_batch = max_batch
 
-    def batch_objective(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
-        """The batch sum of the maximised objective at ``x_adv`` (differentiable w.r.t. ``x_adv``)."""
+    def attack_objective(self, model: nn.Module, x: Tensor, x_adv: Tensor, targets: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """Per-example ``R_approx(x, x')`` (ig_norm) or ``CE(x') + beta R_approx(x, x')`` (ig_sum_norm)."""
         if self.objective == "ig_sum_norm" and self.beta == 0.0:
-            return F.cross_entropy(model(x_adv), y, reduction="sum")
-        path = loss_path_ig(model, x, x_adv, y, steps=self.ig_steps, every=self.approx_factor, reduction="sum",
-                            create_graph=True, max_batch=self.max_batch)
+            logits = model(x_adv)
+            return F.cross_entropy(logits, targets, reduction="none"), logits
+        path = loss_path_ig(model, x, x_adv, targets, steps=self.ig_steps, every=self.approx_factor,
+                            reduction="none", create_graph=True, max_batch=self.max_batch)
         if self.objective == "ig_norm":
             return path.norm
-        return F.cross_entropy(path.end_logits, y, reduction="sum") + self.beta * path.norm
+        return F.cross_entropy(path.end_logits, targets, reduction="none") + self.beta * path.norm, path.end_logits
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        x_adv = self._project(x + self._random_delta(x), x) if self.random_start else x.clone()
-        for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.batch_objective(model, x, x_adv, y), x_adv)
-            x_adv = self._project(self._step(x_adv.detach(), grad), x)
-        return x_adv
+    def batch_objective(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
+        """The batch sum of the maximised objective at ``x_adv`` (differentiable w.r.t. ``x_adv``)."""
+        value = self.attack_objective(model, x, x_adv, y)
+        return (value[0] if isinstance(value, tuple) else value).sum()
+
+
+__all__ = ["AttributionNormPGD"]

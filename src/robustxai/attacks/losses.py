@@ -29,4 +29,4 @@ def kl_from_clean(logits: Tensor, clean_probs: Tensor) -> Tensor:
     return torch.sum(clean_probs * (torch.log(clean_probs.clamp_min(1e-12)) - log_p_adv), dim=1)
 
 
-LOSSES: dict[str, AttackLoss] = {"ce": cross_entropy, "cw": cw_margin}
+LOSSES: dict[str, AttackLoss] = {"ce": cross_entropy, "cw": cw_margin, "kl": kl_from_clean}

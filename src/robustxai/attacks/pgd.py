@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Literal, Union
 
 import torch
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, ModelMode, check_choice, check_range
+from robustxai.attacks.base import (TARGET_CLASSES, Attack, AttackResult, ModelMode, TargetClass, check_choice,
+                                    check_range, choose_targets)
 from robustxai.attacks.losses import LOSSES
 
 Norm = Literal["linf", "l2"]
+Objective = Union[Tensor, tuple[Tensor, Tensor]]
 _DIV_EPS = 1e-10  # guards the per-example L2 normalisation, as torchattacks' PGDL2 does
 
 
@@ -20,12 +22,16 @@ def _per_example_norm(t: Tensor) -> Tensor:
 
 
 class PGD(Attack):
-    """Maximise a per-example loss inside ``{x' : ||x' - x|| <= eps} ∩ box`` with ``steps`` projected steps.
+    """Maximise a per-example objective inside ``{x' : ||x' - x|| <= eps} ∩ box`` with ``steps`` projected steps.
 
     L-inf steps move by ``step_size * sign(grad)``; L2 steps by ``step_size`` along the normalised
     gradient. ``restarts`` repeats the attack from fresh random starts and keeps, per example, the
     strongest result; ``track_best`` keeps the strongest iterate of each run instead of the last.
-    "Strongest" means misclassified first, then the highest loss.
+    "Strongest" means successful first (misclassified; the target class for a targeted attack), then
+    the highest objective. The objective is :meth:`attack_objective`, ``loss`` by default (``"ce"``, ``"cw"``,
+    or ``"kl"``: TRADES' KL(p(x) || p(x')) from the clean prediction); ``targeted=True`` descends the
+    loss of a target class chosen by ``target_class`` (see :func:`~robustxai.attacks.base.choose_targets`).
+    Subclasses change what is maximised by overriding :meth:`attack_objective` (and :meth:`targets`), never the loop.
     """
 
     def __init__(
@@ -36,8 +42,10 @@ class PGD(Attack):
         steps: int = 40,
         random_start: bool = True,
         restarts: int = 1,
-        loss: Literal["ce", "cw"] = "ce",
+        loss: Literal["ce", "cw", "kl"] = "ce",
         track_best: bool = False,
+        targeted: bool = False,
+        target_class: TargetClass = "random",
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",
     ) -> None:
@@ -47,9 +55,12 @@ class PGD(Attack):
         check_range("step_size", step_size, low=0.0, low_open=True)
         check_range("steps", steps, low=1)
         check_range("restarts", restarts, low=1)
-        self._check_loss(loss)
+        check_choice("loss", loss, tuple(LOSSES))
+        check_choice("target_class", target_class, TARGET_CLASSES)
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (otherwise every restart is identical)")
+        if targeted and loss == "kl":
+            raise ValueError("loss='kl' (TRADES) has no target class: use targeted=false, or loss='ce'/'cw'")
         self.norm: Norm = norm
         self.eps = float(eps)
         self.step_size = float(step_size)
@@ -58,6 +69,8 @@ class PGD(Attack):
         self.restarts = int(restarts)
         self.loss = loss
         self.track_best = bool(track_best)
+        self.targeted = bool(targeted)
+        self.target_class: TargetClass = target_class
 
     def rescaled(self, fraction: float) -> "PGD":
         """A copy with ``eps`` and ``step_size`` multiplied by ``fraction`` (budget schedules)."""
@@ -66,16 +79,24 @@ class PGD(Attack):
         clone.eps, clone.step_size = self.eps * fraction, self.step_size * fraction
         return clone
 
-    # -- hooks a subclass may override ------------------------------------------------------
-    def _check_loss(self, loss: str) -> None:
-        check_choice("loss", loss, tuple(LOSSES))
-
-    def _targets(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """What the loss compares the adversarial logits with (the labels, for CE and CW)."""
+    # -- what a subclass may override ---------------------------------------------------------
+    def targets(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """What the objective compares with (computed once per batch): the labels, the target classes of a
+        targeted attack, or the clean softmax for ``loss="kl"``."""
+        if self.loss == "kl":
+            with torch.no_grad():
+                return torch.softmax(model(x), dim=1)
+        if self.targeted:
+            with torch.no_grad():
+                return choose_targets(model(x), y, self.target_class)
         return y
 
-    def _objective(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return LOSSES[self.loss](logits, targets)
+    def attack_objective(self, model: nn.Module, x: Tensor, x_adv: Tensor, targets: Tensor) -> Objective:
+        """Per-example quantity to *increase* at ``x_adv`` (differentiable w.r.t. it), or ``(value, logits)``
+        when the logits at ``x_adv`` come for free (best-iterate tracking then needs no extra pass)."""
+        logits = model(x_adv)
+        loss = LOSSES[self.loss](logits, targets)
+        return (-loss if self.targeted else loss), logits
 
     def _random_delta(self, x: Tensor) -> Tensor:
         if self.norm == "linf":
@@ -99,34 +120,55 @@ class PGD(Attack):
             return x_adv + self.step_size * grad.sign()
         return x_adv + self.step_size * grad / (_per_example_norm(grad) + _DIV_EPS)
 
+    def _success(self, logits: Tensor, y: Tensor, targets: Tensor) -> Tensor:
+        """Per example: the target class reached (targeted), else the label ``y`` lost."""
+        pred = logits.argmax(dim=1)
+        return pred == targets if self.targeted else pred != y
+
+    def _evaluate(self, model: nn.Module, x: Tensor, x_adv: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+        value = self.attack_objective(model, x, x_adv, targets)
+        return value if isinstance(value, tuple) else (value, None)
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        targets = self._targets(model, x, y)
+        return self._attack(model, x, y, judge=self.restarts > 1).x
+
+    def search(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        best = self._attack(model, x, y, judge=True)
+        extras = {"target": best.targets} if self.targeted else {}
+        return AttackResult(best.x, best.fooled, extras=extras)
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, judge: bool) -> "_BestIterate":
+        targets = self.targets(model, x, y)
         best = None
         for _ in range(self.restarts):
-            run = self._run(model, x, y, targets, keep_score=self.restarts > 1)
+            run = self._run(model, x, y, targets, judge=judge)
             best = run if best is None else _BestIterate.merge(best, run)
-        return best.x
+        best.targets = targets
+        return best
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, keep_score: bool) -> "_BestIterate":
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, judge: bool) -> "_BestIterate":
         x_adv = self._project(x + self._random_delta(x), x) if self.random_start else x.clone()
         best = _BestIterate.empty(x) if self.track_best else None
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            loss = self._objective(logits, targets)
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            value, logits = self._evaluate(model, x, x_adv, targets)
+            (grad,) = torch.autograd.grad(value.sum(), x_adv)
             x_adv = x_adv.detach()
             if best is not None:
-                best.update(x_adv, logits.detach(), y, loss.detach())
+                if logits is None:
+                    with torch.no_grad():
+                        logits = model(x_adv)
+                best.update(x_adv, self._success(logits.detach(), y, targets), value.detach())
             x_adv = self._project(self._step(x_adv, grad), x)
-        if best is None and not keep_score:
+        if best is None and not judge:
             return _BestIterate(x_adv, None, None)
         with torch.no_grad():
-            logits = model(x_adv)
-            loss = self._objective(logits, targets)
+            value, logits = self._evaluate(model, x, x_adv, targets)
+            if logits is None:
+                logits = model(x_adv)
         if best is None:
             best = _BestIterate.empty(x)
-        best.update(x_adv, logits, y, loss)
+        best.update(x_adv, self._success(logits, y, targets), value)
         return best
 
 
@@ -135,6 +177,7 @@ class _BestIterate:
 
     def __init__(self, x: Tensor, fooled: Tensor | None, loss: Tensor | None) -> None:
         self.x, self.fooled, self.loss = x, fooled, loss
+        self.targets: Tensor | None = None
 
     @classmethod
     def empty(cls, x: Tensor) -> "_BestIterate":
@@ -142,8 +185,7 @@ class _BestIterate:
         return cls(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device),
                    torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype))
 
-    def update(self, x: Tensor, logits: Tensor, y: Tensor, loss: Tensor) -> None:
-        fooled = logits.argmax(dim=1) != y
+    def update(self, x: Tensor, fooled: Tensor, loss: Tensor) -> None:
         better = (fooled & ~self.fooled) | ((fooled == self.fooled) & (loss > self.loss))
         self.x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, self.x)
         self.fooled = self.fooled | fooled

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from robustxai.attacks.base import ModelMode, check_choice
-from robustxai.attacks.losses import kl_from_clean
 from robustxai.attacks.pgd import PGD, Norm
 
 
 class TradesKL(PGD):
-    """PGD on ``KL(p(x) || p(x'))`` (Zhang et al. 2019); labels are not used.
+    """PGD with ``loss="kl"``: ascend ``KL(p(x) || p(x'))`` (Zhang et al. 2019); labels are not used.
 
     ``start="normal"`` is TRADES' ``x + 0.001 * N(0, 1)``; ``start="uniform"`` is the U(-eps, eps)
     start of the interpretability-aware training code (seed 000, note T).
@@ -33,16 +32,6 @@ class TradesKL(PGD):
         super().__init__(norm=norm, eps=eps, step_size=step_size, steps=steps, random_start=True,
                          loss="kl", box=box, model_mode=model_mode)
         self.start = start
-
-    def _check_loss(self, loss: str) -> None:
-        pass  # the objective is fixed to the KL divergence
-
-    def _targets(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            return torch.softmax(model(x), dim=1)
-
-    def _objective(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return kl_from_clean(logits, targets)
 
     def _random_delta(self, x: Tensor) -> Tensor:
         if self.start == "normal":
