@@ -28,7 +28,8 @@ from common import (
 )
 
 from robustxai.data.cifar10 import load_cifar10
-from robustxai.metrics.ara import ara, make_ara_attack, minimal_radii, seed_subset
+from robustxai.attacks.minimal_radius import make_ara_attack, minimal_radii, seed_subset
+from robustxai.metrics.ara import ara
 from robustxai.models.woods_resnet import WoodsResNet
 
 PREBUILT = REPO_ROOT.parent / "shared" / "models" / "woods-prebuilt" / "resnet44-robust.pt"

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustxai.metrics.ara import (
-    AccuracyRobustnessArea,
-    accuracy_at,
-    ara,
-    make_ara_attack,
-    minimal_radii,
-    seed_subset,
-)
+from robustxai.attacks.minimal_radius import make_ara_attack, minimal_radii, seed_subset
+from robustxai.metrics.ara import AccuracyRobustnessArea, accuracy_at, ara
 from tests.conftest import ROOT, run_cli, shared_dataset
 
 PREBUILT = ROOT.parent / "shared" / "models" / "woods-prebuilt"

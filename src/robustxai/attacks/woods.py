@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import (
-    Attack,
-    ModelMode,
-    attack_mode,
-    check_choice,
-    check_range,
-)
+from robustxai.attacks.base import Attack, AttackResult, ModelMode, check_choice, check_range
 
 Mode = Literal["plain", "l2min", "btr"]
 SanityCheck = Literal["error", "warn", "off"]
@@ -38,21 +31,6 @@ def step_lengths(total: float, steps: int) -> Tensor:
     """The seed's schedule: step t has length total * (steps - t) / (steps (steps + 1) / 2)."""
     t = torch.arange(steps, dtype=torch.float64)
     return total * (steps - t) / (steps * (steps + 1) / 2)
-
-
-@dataclass
-class WoodsResult:
-    """What one search returns, per example.
-
-    ``x_adv``: the returned images; ``success``: whether the criterion was ever met (keep == 0);
-    ``first_success``: the first step at which it was met (``steps + 1`` if never); ``best_ms``:
-    mean square of the returned perturbation when best-tracking, else of the final iterate.
-    """
-
-    x_adv: Tensor
-    success: Tensor
-    first_success: Tensor
-    best_ms: Tensor
 
 
 class SanityCheckError(ValueError):
@@ -119,13 +97,6 @@ class WoodsAttack(Attack):
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return self.search(model, x, y).x_adv
 
-    def run(self, model: nn.Module, x: Tensor, y: Tensor) -> WoodsResult:
-        """:meth:`search` with the model in ``model_mode`` and its state restored afterwards."""
-        with attack_mode(model, self.model_mode):
-            result = self.search(model, x.detach().clone(), y.detach())
-        result.x_adv = result.x_adv.detach()
-        return result
-
     def _keep(self, logits: Tensor, y: Tensor, ms: Tensor) -> Tensor:
         """1.0 where the example keeps following the gradient, 0.0 where it shrinks back."""
         if self.mode == "btr":
@@ -135,15 +106,22 @@ class WoodsAttack(Attack):
             return (logits.argmax(1) == y).to(logits.dtype)
         return (ms < self.eps ** 2).to(logits.dtype)
 
-    def search(self, model: nn.Module, x: Tensor, y: Tensor) -> WoodsResult:
-        """Run Algorithm 1 on ``x`` (model mode and grads as the caller set them)."""
+    def search(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """Run Algorithm 1 on ``x`` (model mode and grads as the caller set them).
+
+        ``success``: the criterion was met at some step (keep == 0); ``radius``: RMS of the returned
+        perturbation; extras ``first_success``: the first step it was met (``steps + 1`` if never) and
+        ``best_ms``: mean square of the returned perturbation when best-tracking (0 if never met), else
+        of the final iterate.
+        """
         n = x.shape[0]
         view = (n,) + (1,) * (x.dim() - 1)
         x = x.detach()
         never = torch.full((n,), self.steps + 1, dtype=torch.long, device=x.device)
         if self.steps <= 0:
-            return WoodsResult(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), never,
-                               torch.zeros(n, dtype=x.dtype, device=x.device))
+            zeros = torch.zeros(n, dtype=x.dtype, device=x.device)
+            return AttackResult(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), zeros,
+                                {"first_success": never, "best_ms": zeros})
         delta = torch.zeros_like(x, requires_grad=True)
         if self.half_and_half:
             affected = (torch.rand(view, device=x.device) < 0.5).to(x.dtype)
@@ -186,7 +164,9 @@ class WoodsAttack(Attack):
         result_ms = best_ms if self.track_best else final.pow(2).flatten(1).mean(1)
         if self.track_best:
             result_ms = torch.where(first_ok <= self.steps, result_ms, torch.zeros_like(result_ms))
-        return WoodsResult(x + final, first_ok <= self.steps, first_ok, result_ms)
+        x_adv = x + final
+        return AttackResult(x_adv, first_ok <= self.steps, rms(x_adv - x),
+                            {"first_success": first_ok, "best_ms": result_ms})
 
     def _check(self, first_ok: Tensor) -> None:
         """The seed's ``ensure_proper_minimization``: criterion met within ``steps // 2`` steps."""
@@ -206,4 +186,4 @@ class WoodsAttack(Attack):
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-__all__ = ["SanityCheckError", "WoodsAttack", "WoodsResult", "rms", "step_lengths"]
+__all__ = ["SanityCheckError", "WoodsAttack", "rms", "step_lengths"]

@@ -9,14 +9,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from robustxai.attacks.base import check_range
+from robustxai.attacks.minimal_radius import make_ara_attack, minimal_radii, seed_subset
 from robustxai.errors import ConfigError
-from robustxai.metrics.ara import (
-    AccuracyRobustnessArea,
-    make_ara_attack,
-    minimal_radii,
-    seed_subset,
-)
+from robustxai.metrics.ara import AccuracyRobustnessArea
+from robustxai.utils.validation import check_range
 from robustxai.utils.wandb import log_image_files
 
 log = logging.getLogger("robustxai")
