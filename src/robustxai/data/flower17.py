@@ -14,12 +14,12 @@ from PIL import Image
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
-from robustxai.attacks.base import check_range
 from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
-from robustxai.data.splits import split_per_class
 from robustxai.data.cache import cached_tensors, files_fingerprint, is_writable_dir
+from robustxai.data.splits import split_per_class
 from robustxai.errors import DatasetError
+from robustxai.utils.validation import check_range
 
 URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
 NUM_IMAGES, PER_CLASS, SIZE = 1360, 80, 128

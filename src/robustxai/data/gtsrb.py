@@ -15,13 +15,13 @@ from torchvision import datasets
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from robustxai.attacks.base import check_choice, check_range
 from robustxai.data.augment import augment_training_split
 from robustxai.data.base import TensorDataModule
+from robustxai.data.cache import cached_tensors, files_fingerprint, is_writable_dir
 from robustxai.data.equalize import equalize_hist
 from robustxai.data.splits import fraction_per_class, split_per_class
-from robustxai.data.cache import cached_tensors, files_fingerprint, is_writable_dir
 from robustxai.errors import DatasetError
+from robustxai.utils.validation import check_choice, check_range
 
 SIZE = 32
 DECODE_VERSION = 1  # bump when the decoding/resizing recipe changes (invalidates caches)

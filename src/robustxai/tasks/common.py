@@ -52,9 +52,8 @@ def build_datamodule(cfg: DictConfig) -> TensorDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> nn.Module:
-    """Instantiate ``cfg.model``, filling in the data's shape and class count where the model takes them."""
-    channels, size, _ = datamodule.input_shape
-    implied = {"in_channels": channels, "num_classes": datamodule.num_classes, "input_size": size}
+    """Instantiate ``cfg.model``, filling in the arguments the data implies (``datamodule.model_kwargs()``) where the model takes them."""
+    implied = datamodule.model_kwargs()
     params = inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
     extra = {k: v for k, v in implied.items() if k in params and k not in cfg.model}
     model = instantiate(cfg.model, "model", **extra)
