@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from robustxai.analysis.masking import (FLAG, PASS, SKIP, MaskingSettings, check_gradient_free, check_large_eps,
                                         check_monotone_eps, check_more_steps, check_transfer, run_checks, summarise)
-from robustxai.attacks import PGD, Square
+from robustxai.attacks.pgd import PGD
+from robustxai.attacks.square import Square
 from robustxai.attacks.square import patch_fraction
 from robustxai.callbacks.masking_check import MaskingCheck, build_masking_checks, masking_results
 from robustxai.data.digits import digits_as_mnist
