@@ -55,7 +55,7 @@ class WoodsResNet(nn.Module):
     Per-channel standardisation happens inside (buffer ``input_offset``: row 0 mean, row 1 std),
     so every attack and budget lives in [0, 1] pixel space. ``pipe`` indices and all state-dict
     keys equal the seed's, so its prebuilt files load with ``strict=True``
-    (see :mod:`robustxai.models.importers`); ``weights=<seed .pt file>`` loads one at construction,
+    (see :mod:`robustxai.models.importers.woods`); ``weights=<seed .pt file>`` loads one at construction,
     and ``activation=None`` then takes the file's activation (``relu`` when training from scratch). Initialisation as the seed: Kaiming-uniform convs,
     zero biases, and the last conv of every residual branch zeroed.
     """
@@ -68,7 +68,8 @@ class WoodsResNet(nn.Module):
         super().__init__()
         options = None
         if weights is not None:
-            from robustxai.models.importers import activation_of, load_woods_file
+            # imported here, not at module level: the importer imports this module, not the reverse
+            from robustxai.models.importers.woods import activation_of, load_woods_file
 
             _, options = load_woods_file(weights)
             activation = activation or activation_of(options)  # a conflicting choice fails below
@@ -103,7 +104,7 @@ class WoodsResNet(nn.Module):
         )
         self.reset_parameters()
         if weights is not None:
-            from robustxai.models.importers import load_woods_weights
+            from robustxai.models.importers.woods import load_woods_weights
 
             load_woods_weights(self, weights)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from robustxai.errors import CheckpointError
+from robustxai.models.woods_resnet import WoodsResNet
 
 
 def _cifar10_preprocess_stub(*args: Any, **kwargs: Any) -> None:
@@ -78,8 +79,6 @@ def load_woods_weights(model: torch.nn.Module, path: str | Path) -> dict[str, An
 
 def woods_resnet_from_file(path: str | Path) -> torch.nn.Module:
     """A :class:`WoodsResNet` with the activation the file needs and its weights, in eval mode."""
-    from robustxai.models.woods_resnet import WoodsResNet
-
     _, options = load_woods_file(path)
     model = WoodsResNet(activation=activation_of(options))
     load_woods_weights(model, path)
