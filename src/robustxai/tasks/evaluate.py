@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustxai.callbacks.masking_check import build_masking_checks, masking_results
 from robustxai.errors import ConfigError
 from robustxai.methods.base import EvaluationModule
 from robustxai.tasks.common import (
@@ -88,6 +89,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]
         datamodule = build_datamodule(cfg)
         model = build_model(cfg, datamodule)  # an imported model loads model.weights here
         attack_callbacks = build_attack_callbacks(cfg, output_dir)
+        # gradient-masking sanity checks beside each PGD evaluation (masking_checks=false: off)
+        attack_callbacks += build_masking_checks(cfg, attack_callbacks, output_dir,
+                                                 make_model=lambda: build_model(cfg, datamodule))
         if not imported:
             load_model_weights(model, cfg.ckpt_path)
         loggers = build_components(cfg, "logger")
@@ -99,5 +103,5 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]
     if trainer.is_global_zero:
         write_results(output_dir, metrics, task="eval",
                       checkpoint=str(cfg.ckpt_path if not imported else cfg.model.weights), **info,
-                      images=figure_paths(attack_callbacks))
+                      images=figure_paths(attack_callbacks), masking=masking_results(attack_callbacks))
     return metrics
