@@ -77,6 +77,11 @@ class Attribution(ABC):
             maps = self.attribute(model, x, target, create_graph)
         return maps if create_graph else maps.detach()
 
+    @property
+    def points_per_input(self) -> int:
+        """Model evaluations per input image (path points, noise samples); callers size their batches by it."""
+        return 1
+
     @abstractmethod
     def attribute(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool) -> Tensor:
         """Signed attribution maps with ``x``'s shape for the (N,) int64 ``target`` classes."""

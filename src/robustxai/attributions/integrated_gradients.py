@@ -48,6 +48,10 @@ class IntegratedGradients(Attribution):
         self.baseline = baseline
         self.max_points_per_pass = max_points_per_pass
 
+    @property
+    def points_per_input(self) -> int:
+        return self.steps
+
     def attribute(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool) -> Tensor:
         x_in = x if create_graph else x.detach()
         base = as_baseline(self.baseline, x)

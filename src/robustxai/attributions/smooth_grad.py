@@ -32,6 +32,10 @@ class SmoothGrad(Attribution):
         self.seed = seed
         self.max_points_per_pass = max_points_per_pass
 
+    @property
+    def points_per_input(self) -> int:
+        return self.samples
+
     def attribute(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool) -> Tensor:
         x_in = x if create_graph else x.detach()
         generator = None
