@@ -1,0 +1,237 @@
+"""Seed 002 (Kim et al. 2019): networks, the 2-D toy data, the toy study's geometry, configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from torch import nn
+
+from robustxai.analysis.toy_boundary import (ToyBoundaryStudy, boundary_normal, line_angle_deg, long_axis,
+                                             nearest_boundary_point, on_manifold_share, summarise, write_table)
+from robustxai.data.toy import COVARIANCE, TwoGaussiansDataModule
+from robustxai.errors import ConfigError
+from robustxai.models import KimCIFARCNN, KimMNISTCNN, KimToyMLP
+from robustxai.tasks.analyze import build_study
+from robustxai.utils.config import instantiate, validate_config
+from tests.conftest import ROOT
+
+CONF = ROOT / "conf"
+
+
+def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+# -- networks (spec 1.2) ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls, shape, params, widths", [
+    (KimMNISTCNN, (2, 1, 28, 28), 832 + 51_264 + 12_846_080 + 10_250, [12_544, 1024]),
+    (KimCIFARCNN, (2, 3, 32, 32), 896 + 9_248 + 18_496 + 36_928 + 2_097_664 + 5_130, [4096, 512]),
+    (KimToyMLP, (2, 2), 384 + 258, [2, 128]),
+])
+def test_architectures_are_the_seeds(cls, shape, params, widths):
+    model = cls()
+    assert model(torch.rand(*shape)).shape == (2, 10 if cls is not KimToyMLP else 2)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert [m.in_features for m in model.modules() if isinstance(m, nn.Linear)] == widths
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) for m in model.modules())
+
+
+def test_mnist_cnn_has_one_pooling_layer_after_both_convs():
+    layers = list(KimMNISTCNN().features)
+    assert [type(m).__name__ for m in layers] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in KimCIFARCNN().features) == 2
+
+
+@pytest.mark.parametrize("cls", [KimMNISTCNN, KimCIFARCNN, KimToyMLP])
+def test_glorot_uniform_weights_and_zero_biases(cls):
+    torch.manual_seed(0)
+    for m in cls().modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            receptive = w[0, 0].numel()
+            fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert torch.all(m.bias == 0)
+            assert float(w.abs().max()) <= bound
+            if w.numel() >= 10_000:  # uniform(-b, b) has variance b^2 / 3
+                assert float(w.var()) == pytest.approx(bound ** 2 / 3, rel=0.05)
+
+
+@pytest.mark.parametrize("cls, shape", [(KimMNISTCNN, (3, 1, 28, 28)), (KimCIFARCNN, (3, 3, 32, 32)),
+                                        (KimToyMLP, (3, 2))])
+def test_models_map_the_unit_box_to_the_seeds_units(cls, shape):
+    torch.manual_seed(0)
+    ours = cls()
+    raw = cls(seed_units=False)
+    raw.load_state_dict(ours.state_dict())
+    x = torch.rand(*shape)
+    torch.testing.assert_close(ours(x), raw(2 * x - 1))
+
+
+def test_models_refuse_bad_sizes():
+    with pytest.raises(ValueError, match="in_features must be >= 1"):
+        KimToyMLP(in_features=0)
+    with pytest.raises(ValueError, match="input_size must be >= 4"):
+        KimCIFARCNN(input_size=2)
+
+
+# -- the toy data (spec 5) ------------------------------------------------------------------------------
+def seed_notebook_data(size: int = 3000):
+    """Notebook 4.1's data cell, re-typed with NumPy's global generator as the seed runs it."""
+    means = [[1.2, 0.1], [-1.2, -0.1]]
+    cov = [[0.1, -0.01], [-0.01, 0.002]]
+    np.random.seed(0)
+    xs = np.concatenate([np.random.multivariate_normal(mean=means[i], cov=cov, size=size) for i in range(2)], axis=0)
+    xs = (xs - np.min(xs)) / (np.max(xs) - np.min(xs)) * 2 - 1
+    ys = np.concatenate([np.ones(shape=size) * i for i in range(2)], axis=0)
+    data_train = np.c_[xs, ys]
+    np.random.shuffle(data_train)
+    return xs, ys, data_train[:, :2], data_train[:, 2]
+
+
+@pytest.mark.parametrize("size", [3000, 50])
+def test_toy_data_equal_the_seeds_generator(size):
+    xs, ys, x_train, y_train = seed_notebook_data(size)
+    dm = TwoGaussiansDataModule(size=size)
+    dm.setup()
+    x, y = dm.splits["train"]
+    assert x.dtype == torch.float32 and x.shape == (2 * size, 2)
+    np.testing.assert_allclose(x.double().numpy() * 2 - 1, x_train, atol=1e-7, rtol=0)  # float32 rounding only
+    np.testing.assert_array_equal(y.numpy(), y_train)
+    xt, yt = dm.splits["test"]
+    np.testing.assert_allclose(xt.double().numpy() * 2 - 1, xs, atol=1e-7, rtol=0)
+    np.testing.assert_array_equal(yt.numpy(), ys)
+
+
+def test_toy_data_scaling_is_one_global_min_max():
+    dm = TwoGaussiansDataModule()
+    dm.setup("test")
+    x, y = dm.splits["test"]
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0 and float(x[:, 0].min()) == 0.0  # x holds both extremes
+    seed_y = x[:, 1] * 2 - 1
+    assert -0.14 < float(seed_y.min()) < -0.13 and 0.10 < float(seed_y.max()) < 0.11  # spec 5: y in ~[-0.13, 0.11]
+    means = (x[y == 0].mean(0) * 2 - 1, x[y == 1].mean(0) * 2 - 1)
+    torch.testing.assert_close(means[0], torch.tensor([0.497, 0.023]), atol=2e-3, rtol=0)  # spec: ~(0.50, 0.02)
+    torch.testing.assert_close(means[1], torch.tensor([-0.532, -0.063]), atol=2e-3, rtol=0)  # ~(-0.53, -0.06)
+    # the long axis is the covariance's major eigenvector (scaling is the same on both axes)
+    major = torch.linalg.eigh(torch.tensor(COVARIANCE, dtype=torch.float64))[1][:, -1].float()
+    assert float(line_angle_deg(long_axis(x, y), major)) < 0.5
+
+
+def test_toy_loader_walks_the_shuffled_copy_in_fixed_order():
+    dm = TwoGaussiansDataModule(size=150)
+    dm.setup("fit")
+    assert dm.model_kwargs() == {"in_features": 2, "num_classes": 2}
+    first = [b for b, _ in dm.train_dataloader()]
+    second = [b for b, _ in dm.train_dataloader()]
+    assert [len(b) for b in first] == [100, 100, 100]
+    torch.testing.assert_close(torch.cat(first), dm.splits["train"][0])
+    torch.testing.assert_close(torch.cat(first), torch.cat(second))
+    shuffled = TwoGaussiansDataModule(size=150, shuffle=True)
+    shuffled.setup("fit")
+    assert not torch.equal(torch.cat([b for b, _ in shuffled.train_dataloader()]), shuffled.splits["train"][0])
+
+
+# -- the toy study's geometry -------------------------------------------------------------------------
+def linear_model(w: tuple[float, float], b: float) -> nn.Module:
+    """margin(x) = z_1 - z_0 = w . x + b."""
+    model = nn.Linear(2, 2).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], list(w)], dtype=torch.float64))
+        model.bias.copy_(torch.tensor([0.0, b], dtype=torch.float64))
+    return model
+
+
+def test_nearest_boundary_point_and_normal_of_a_linear_boundary():
+    w, b = torch.tensor([1.0, 2.0], dtype=torch.float64), -1.0
+    model = linear_model((1.0, 2.0), b)
+    center = torch.tensor([0.1, 0.1], dtype=torch.float64)
+    expected = center - (w @ center + b) / (w @ w) * w  # the orthogonal projection onto w.x + b = 0
+    point = nearest_boundary_point(model, center, radius=1.0, directions=3600, samples=500)
+    assert float((point - expected).norm()) < 1e-3  # the nearest of 3600 rays: angular error ~ 1e-3 rad
+    assert float(w @ point + b) == pytest.approx(0.0, abs=1e-9)  # bisection lands on the boundary
+    normal = boundary_normal(model, point)
+    torch.testing.assert_close(normal, w)
+    # hand-computed: the angle between (1, 2) and the x axis is atan(2) = 63.435 degrees
+    assert float(line_angle_deg(normal, torch.tensor([1.0, 0.0], dtype=torch.float64))) == pytest.approx(63.4349, abs=1e-3)
+    assert float(line_angle_deg(-normal, torch.tensor([-1.0, 0.0], dtype=torch.float64))) == pytest.approx(63.4349, abs=1e-3)
+    assert nearest_boundary_point(model, center, radius=0.1) is None  # the boundary is 0.31 away
+
+
+def test_on_manifold_share_uses_the_mahalanobis_ellipse():
+    a, b = math.sqrt(1.5), math.sqrt(0.015)  # four points with mean 0 and (unbiased) covariance diag(1, 0.01)
+    reference = torch.tensor([[a, 0.0], [-a, 0.0], [0.0, b], [0.0, -b]], dtype=torch.float64)
+    # squared Mahalanobis radii 0, 4, 9.0, 9.61 (x) and 10^2 (y); the 99% quantile of chi2(2) is 9.2103
+    points = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.3], [3.1, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    assert float(on_manifold_share(points, reference, 0.99)) == pytest.approx(3 / 5)
+    assert float(on_manifold_share(points, reference, 0.9)) == pytest.approx(2 / 5)  # quantile 4.605
+    with pytest.raises(ValueError, match="quantile must be < 1"):
+        on_manifold_share(points, reference, 1.0)
+
+
+def test_summary_and_table(tmp_path):
+    rows = [{"regime": r, "seed": s, "acc": 1.0, "robust_acc": 0.5, "tilt_deg": t, "on_manifold": 0.1,
+             "arrow_deg": 3.0, "displacement": 0.5} for r, s, t in [("a", 0, 80.0), ("a", 1, 70.0), ("b", 0, 10.0)]]
+    summary = summarise(rows, ["a", "b"])
+    assert summary["a"]["tilt_deg"] == pytest.approx((75.0, math.sqrt(50.0)))
+    assert summary["b"]["tilt_deg"] == (10.0, 0.0)
+    markdown = write_table(tmp_path, rows, summary)
+    assert "75.0000 ± 7.0711" in markdown and (tmp_path / "toy_boundary.csv").read_text().count("\n") == 4
+
+
+# -- configs ----------------------------------------------------------------------------------------------
+def test_toy_boundary_study_composes_and_builds(tmp_path):
+    cfg = compose_cfg("analyze", ["study=toy_boundary"], tmp_path)
+    validate_config(cfg)
+    study = build_study(cfg)
+    assert isinstance(study, ToyBoundaryStudy) and study.seeds == [0, 1, 2] and list(study.regimes) == [
+        "standard", "weak", "strong"]
+    weak = study.regimes["weak"](model=study.model())
+    strong = study.regimes["strong"](model=study.model())
+    # the seed's budgets halved: weak 0.25 -> 0.125, strong 0.5 -> 0.25, evaluation 1.0 -> 0.5, step 2 -> 1
+    assert (weak.attack.norm, weak.attack.eps, weak.attack.step_size, weak.attack.steps) == ("l2", 0.125, 1.0, 40)
+    assert strong.attack.eps == 0.25 and not strong.attack.random_start
+    assert (study.attack.eps, study.attack.step_size, study.attack.steps) == (0.5, 1.0, 40)
+    assert isinstance(study.model(), KimToyMLP) and study.data.batch_size == 100 and study.epochs == 10
+
+
+@pytest.mark.parametrize("override, message", [
+    ("study.manifold_quantile=1.5", "manifold_quantile must be <= 1"),
+    ("study.expected_order=[standard,medium]", "expected_order names ['medium']"),
+    ("study.seeds=[]", "seeds must hold at least one seed"),
+])
+def test_bad_study_values_are_refused_naming_the_key(override, message, tmp_path):
+    cfg = compose_cfg("analyze", ["study=toy_boundary", override], tmp_path)
+    with pytest.raises(ConfigError, match="`study`") as err:
+        build_study(cfg)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("model, data, shape", [("kim_mnist_cnn", "digits", (1, 28, 28)),
+                                                 ("kim_cifar_cnn", "digits", (1, 28, 28)),
+                                                 ("kim_toy_mlp", "two_gaussians", (2,))])
+def test_model_configs_build_for_their_data(model, data, shape, tmp_path):
+    cfg = compose_cfg("train", [f"model={model}", f"data={data}"], tmp_path)
+    validate_config(cfg)
+    datamodule = instantiate(cfg.data, "data")
+    kwargs = datamodule.model_kwargs() if hasattr(datamodule, "model_kwargs") else {
+        "in_channels": datamodule.input_shape[0], "num_classes": datamodule.num_classes,
+        "input_size": datamodule.input_shape[1]}
+    import inspect
+
+    import hydra
+    params = inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
+    net = instantiate(cfg.model, "model", **{k: v for k, v in kwargs.items() if k in params})
+    assert net(torch.rand(2, *shape)).shape == (2, datamodule.num_classes)
