@@ -84,6 +84,9 @@ class ComparisonTableCallback(Callback):
         except FileNotFoundError:
             return
         print(f"\nComparison of the jobs in {sweep_dir} (also comparison.md / comparison.csv):\n\n{markdown}\n")
+        from robustxai.analysis.report import write_report  # the HTML report beside the table
+
+        print(f"Report with figures, curves and masking checks: {write_report(sweep_dir)}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
