@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from robustxai.metrics import _kendall_kernel
+
 CPU_BLOCK_ELEMENTS = 1 << 16  # map values per block on CPU (cache-sized; see _in_cpu_blocks)
 
 
@@ -115,18 +117,27 @@ def _in_cpu_blocks(fn, a: Tensor, b: Tensor) -> Tensor:
 def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     """Kendall's tau-b between each pair of maps, equal to ``scipy.stats.kendalltau(a_i, b_i).statistic``.
 
-    Knight's algorithm, batched over maps: order the pairs by (b, a) and by (a, b) with three
-    sorts; the number of discordant pairs is the number of inversions of the (b, a)-positions
-    listed in (a, b) order (:func:`permutation_inversions`); tied pairs in a, in b and in both
-    come from run lengths of the sorted rows. NaN where a map is constant (tau-b undefined),
-    where D < 2, or where a map holds a NaN.
+    Knight's algorithm, batched over maps: the discordant pairs are the inversions of b listed in
+    (a, b) order, and tied pairs in a, in b and in both come from run lengths of the sorted keys.
+    On the CPU a compiled kernel (:mod:`robustxai.metrics._kendall_kernel`, built on first use with
+    the system C++ compiler) does this per map with one radix sort and a Fenwick tree; elsewhere, or
+    without a compiler, three torch sorts and :func:`permutation_inversions` do (same values). NaN
+    where a map is constant (tau-b undefined), where D < 2, or where a map holds a NaN.
     """
     a, b = _flat_pair(a, b, "kendall_tau")
+    counts = _kendall_kernel.kendall_counts(a, b)
+    if counts is None:
+        return _kendall_tau_eager(a, b)
+    return _tau_from_counts(counts.unbind(1), a, b)
+
+
+def _kendall_tau_eager(a: Tensor, b: Tensor) -> Tensor:
+    """:func:`kendall_tau` of flat (N, D) maps with torch operations only (any device)."""
     return _in_cpu_blocks(_kendall_tau_rows, a, b)
 
 
-def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
-    n, d = a.shape
+def _kendall_counts_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tied pairs in a, in b, in both, and discordant pairs of each (N, D) row pair (int64 each)."""
     a_sorted, order = torch.sort(a, dim=1)                     # any order among ties in a
     b_ba, order_ba = torch.sort(b.gather(1, order), dim=1, stable=True)  # (b, a) order
     a_ab, perm = torch.sort(a_sorted.gather(1, order_ba), dim=1, stable=True)  # (a, b) order
@@ -136,8 +147,13 @@ def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
     ties_a = _tied_pairs(a_starts)
     ties_b = _tied_pairs(_changes(b_ba))
     ties_ab = _tied_pairs(a_starts | _changes(b_ab))
-    discordant = permutation_inversions(perm)
+    return ties_a, ties_b, ties_ab, permutation_inversions(perm)
 
+
+def _tau_from_counts(counts: tuple[Tensor, ...], a: Tensor, b: Tensor) -> Tensor:
+    """tau-b from the four pair counts of :func:`_kendall_counts_rows`; NaN where undefined."""
+    ties_a, ties_b, ties_ab, discordant = counts
+    d = a.shape[1]
     total = d * (d - 1) // 2
     numerator = (total - ties_a - ties_b + ties_ab - 2 * discordant).double()
     denominator = ((total - ties_a).double() * (total - ties_b).double()).sqrt()
@@ -145,6 +161,10 @@ def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
     undefined = (ties_a == total) | (ties_b == total) | _has_nan(a) | _has_nan(b)
     tau = torch.where(undefined, torch.full_like(tau, float("nan")), tau)
     return tau.to(_result_dtype(a))
+
+
+def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
+    return _tau_from_counts(_kendall_counts_rows(a, b), a, b)
 
 
 def average_ranks(x: Tensor) -> Tensor:
