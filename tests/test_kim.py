@@ -207,6 +207,11 @@ def test_toy_boundary_study_composes_and_builds(tmp_path):
     assert isinstance(study.model(), KimToyMLP) and study.data.batch_size == 100 and study.epochs == 10
 
 
+def test_analyze_needs_a_study(tmp_path):
+    with pytest.raises(Exception, match="You must specify 'study'"):
+        compose_cfg("analyze", [], tmp_path)
+
+
 @pytest.mark.parametrize("override, message", [
     ("study.manifold_quantile=1.5", "manifold_quantile must be <= 1"),
     ("study.expected_order=[standard,medium]", "expected_order names ['medium']"),

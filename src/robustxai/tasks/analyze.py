@@ -18,9 +18,6 @@ from robustxai.errors import ConfigError
 from robustxai.tasks.common import log, prepare, task_context, write_results
 from robustxai.utils.config import instantiate
 
-RUN_FILES = {"config.yaml", "results.json", "results.json.tmp"}
-
-
 class Study(Protocol):
     """What ``analyze`` needs of a study."""
 
@@ -51,10 +48,8 @@ def _scalars(results: Any, study: Study) -> dict[str, float]:
     return out
 
 
-def _written_files(output_dir: Path) -> list[str]:
-    """Files under the run directory that the study wrote (not Hydra's or this task's own)."""
-    return sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*")
-                  if p.is_file() and p.name not in RUN_FILES and ".hydra" not in p.relative_to(output_dir).parts)
+def _files(output_dir: Path) -> set[str]:
+    return {str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()}
 
 
 def _study_name(cfg: DictConfig) -> str:
@@ -73,9 +68,11 @@ def analyze(cfg: DictConfig) -> dict[str, float]:
         output_dir = prepare(cfg)
         study = build_study(cfg)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        before = _files(output_dir)
         metrics = _scalars(study.run(output_dir), study)
+        written = sorted(_files(output_dir) - before)  # what the study wrote (not Hydra's files or ours)
     write_results(output_dir, metrics, task="analyze", study=_study_name(cfg),
-                  files=_written_files(output_dir), **info)
+                  files=written, **info)
     log.info("%s: %d results in %s", cfg.study._target_.rsplit(".", 1)[-1],
              sum(not math.isnan(v) for v in metrics.values()), output_dir / "results.json")
     return metrics
