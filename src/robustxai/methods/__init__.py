@@ -6,6 +6,7 @@ from robustxai.methods.natural import NaturalTraining
 from robustxai.methods.pgd_at import PGDAdversarialTraining
 from robustxai.methods.schedules import PiecewiseConstantLR, sgd_decay_weights_only
 from robustxai.methods.trades import TRADES
+from robustxai.methods.vaegan import VAEGANTraining as VAEGANTraining  # noqa: F401
 from robustxai.methods.woods import WoodsTraining
 
 __all__ = ["ClassifierModule", "IGNorm", "IGSumNorm", "NaturalTraining", "PGDAdversarialTraining",
