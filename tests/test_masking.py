@@ -235,3 +235,45 @@ def test_config_switch_builds_one_check_per_pgd_attack(tmp_path):
     assert [cb.name for cb in built] == ["pgd"] and built[0].settings.n_images == settings_node.n_images
     cfg.masking_checks = False
     assert build_masking_checks(cfg, [pgd_cb], tmp_path, make_model=lambda: None) == []
+
+
+# -- AutoAttack (Croce & Hein's package behind our contract) --------------------------------------
+
+@pytest.mark.parametrize("version", ["custom", pytest.param("standard", marks=pytest.mark.slow)])
+def test_autoattack_is_at_least_as_strong_as_pgd_and_keeps_budget_and_box(digits_models, version):
+    pytest.importorskip("pyautoattack", reason="AutoAttack's package is not installed: pip install pyautoattack")
+    from robustxai.attacks.autoattack import AutoAttack
+
+    model, x, y = digits_models["model"], digits_models["x"][:32], digits_models["y"][:32]
+    attacks = ["apgd-ce", "apgd-t"] if version == "custom" else None  # the fast suite: APGD only
+    x_aa = AutoAttack(eps=0.05, version=version, attacks=attacks)(model, x, y)
+    x_pgd = PGD(eps=0.05, step_size=0.005, steps=20, random_start=False)(model, x, y)
+    assert (x_aa - x).abs().max() <= 0.05 + 1e-6 and x_aa.min() >= 0 and x_aa.max() <= 1
+    with torch.no_grad():
+        acc_aa = (model(x_aa).argmax(1) == y).float().mean()
+        acc_pgd = (model(x_pgd).argmax(1) == y).float().mean()
+        clean = (model(x).argmax(1) == y).float().mean()
+    assert acc_aa <= acc_pgd + 1e-6 and acc_aa < clean - 0.3, (float(clean), float(acc_pgd), float(acc_aa))
+
+
+def test_autoattack_without_its_package_names_the_install_command(monkeypatch):
+    import sys
+
+    from robustxai.attacks.autoattack import AutoAttack
+
+    monkeypatch.setitem(sys.modules, "autoattack", None)  # a None entry makes `import` fail
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)
+    attack = AutoAttack(eps=0.1)  # built without the package, so configs compose everywhere
+    with pytest.raises(ImportError, match="pip install pyautoattack"):
+        attack(nn.Sequential(nn.Flatten(), nn.Linear(4, 10)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
+
+
+def test_autoattack_refuses_bad_values():
+    from robustxai.attacks.autoattack import AutoAttack
+
+    with pytest.raises(ValueError, match="norm"):
+        AutoAttack(norm="l3")
+    with pytest.raises(ValueError, match="custom"):
+        AutoAttack(attacks=["apgd-ce"])
+    with pytest.raises(ValueError, match="box"):
+        AutoAttack(box=(-1.0, 1.0))
