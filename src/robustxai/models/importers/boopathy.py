@@ -78,7 +78,8 @@ def _checked_layers(params: Any, path: Path) -> list[tuple[np.ndarray, ...]]:
     what = f"{path} is not a Boopathy et al. network file"
     if not isinstance(params, list) or len(params) < 2:
         raise CheckpointError(f"{what}: expected a list of (W, b) layer tuples and a final (V,), "
-                              f"found {type(params).__name__}")
+                              f"found {type(params).__name__} (PyTorch files go to ckpt_path, or to "
+                              f"model=woods_resnet44 model.weights=... for Woods et al.'s)")
     layers = []
     for i, entry in enumerate(params):
         if not isinstance(entry, tuple) or not 1 <= len(entry) <= 2:
