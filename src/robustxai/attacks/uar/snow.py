@@ -62,11 +62,24 @@ def flake_offsets(dtype: torch.dtype = torch.float32, device: torch.device | str
     return onehot.to(device)
 
 
-def place_flakes(weights: Tensor, offsets: Tensor, height: int, width: int) -> Tensor:
-    """(N, 7, gh, gw) flake weights -> (N, 7, H, W), flake ``k`` at its ``offsets[k]`` in every 4x4 cell."""
+def place_flakes(weights: Tensor, offsets: Tensor) -> Tensor:
+    """(N, 7, gh, gw) flake weights -> (N, 7, 4 gh, 4 gw), flake ``k`` at its ``offsets[k]`` in every 4x4 cell."""
     n, k, gh, gw = weights.shape
     grid = weights[:, :, :, None, :, None] * offsets[None, :, None, :, None, :]    # (N, 7, gh, 4, gw, 4)
-    return grid.reshape(n, k, gh * CELL, gw * CELL)[:, :, :height, :width]
+    return grid.reshape(n, k, gh * CELL, gw * CELL)
+
+
+def flake_stamps(kernels: Tensor) -> Tensor:
+    """(7, 1, 16, 16) transposed-convolution weights: flake ``k``'s kernel, flipped, at its offset in the cell.
+
+    With these, ``conv_transpose2d(u^4, stamps, stride=4)[6:6 + H, 6:6 + W]`` is the snow layer.
+    """
+    offsets = [(0, j) for j in range(4)] + [(j + 1, 0) for j in range(3)]
+    size = FLAKE_SIZE + CELL - 1
+    stamps = kernels.new_zeros(FLAKES, 1, size, size)
+    for k, (r, c) in enumerate(offsets):
+        stamps[k, 0, r:r + FLAKE_SIZE, c:c + FLAKE_SIZE] = kernels[k].flip(0, 1)
+    return stamps
 
 
 def region_means(u: Tensor) -> Tensor:
@@ -95,8 +108,8 @@ class SnowAttack(UARAttack):
         self.discolor = float(discolor)
 
     def _setup(self, x: Tensor) -> dict[str, Any]:
-        return {"kernels": flake_kernels(x.dtype, x.device)[None],                    # (1, 7, 13, 13)
-                "offsets": flake_offsets(x.dtype, x.device),
+        kernels = flake_kernels(x.dtype, x.device)
+        return {"kernels": kernels[None], "stamps": flake_stamps(kernels),                # (1, 7, 13, 13), (7, 1, 16, 16)
                 "luma": torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1).to(x.device)}
 
     def _init(self, x: Tensor, ctx: dict[str, Any]) -> dict[str, Tensor]:
@@ -114,9 +127,14 @@ class SnowAttack(UARAttack):
 
     @staticmethod
     def snow(intensities: Tensor, ctx: dict[str, Any], height: int, width: int) -> Tensor:
-        """The snow layer (N, 1, H, W) that the intensities make with the run's flake kernels."""
-        flakes = place_flakes(intensities ** 4, ctx["offsets"], height, width)
-        return F.conv2d(flakes, ctx["kernels"], padding=FLAKE_SIZE // 2)
+        """The snow layer (N, 1, H, W) that the intensities make with the run's flake kernels.
+
+        Equal to ``conv2d(place_flakes(u^4), kernels, padding=6)`` cropped to H x W (tested), computed as one
+        stride-4 transposed convolution of the intensity grid: each cell writes its flakes once,
+        ~10x fewer operations than convolving the mostly-zero full-resolution flake map.
+        """
+        full = F.conv_transpose2d(intensities ** 4, ctx["stamps"], stride=CELL)
+        return full[:, :, FLAKE_SIZE // 2:FLAKE_SIZE // 2 + height, FLAKE_SIZE // 2:FLAKE_SIZE // 2 + width]
 
     def _render(self, x: Tensor, variables: dict[str, Tensor], ctx: dict[str, Any]) -> Tensor:
         snow = self.snow(variables["intensities"], ctx, x.shape[2], x.shape[3])
@@ -125,4 +143,4 @@ class SnowAttack(UARAttack):
         return (base + self.eps * snow).clamp(0.0, 1.0)
 
 
-__all__ = ["SnowAttack", "flake_kernels", "flake_offsets", "place_flakes", "region_means"]
+__all__ = ["SnowAttack", "flake_kernels", "flake_offsets", "flake_stamps", "place_flakes", "region_means"]
