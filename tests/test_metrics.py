@@ -271,3 +271,192 @@ def test_cpu_row_blocks_give_the_same_values(monkeypatch):
         monkeypatch.setattr(functional, "CPU_BLOCK_ELEMENTS", block)
         assert torch.equal(kendall_tau(a, b), whole_k) and torch.equal(spearman(a, b), whole_s)
     assert_matches(whole_k, kendall_ref(a, b), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- Kendall: compiled kernel vs eager
+
+from robustxai.metrics import _kendall_kernel  # noqa: E402
+from robustxai.metrics.functional import _kendall_counts_rows, _kendall_tau_eager  # noqa: E402
+
+needs_kernel = pytest.mark.skipif(not _kendall_kernel.available(), reason="no C++ compiler: eager path only")
+
+
+def eager_counts(a: torch.Tensor, b: torch.Tensor) -> list[list[int]]:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return torch.stack(_kendall_counts_rows(a, b), dim=1).tolist()
+
+
+def kernel_counts(a: torch.Tensor, b: torch.Tensor, threads: int = 1) -> list[list[int]]:
+    out = _kendall_kernel.kendall_counts(a.reshape(len(a), -1), b.reshape(len(b), -1), threads=threads)
+    assert out is not None and out.dtype == torch.int64
+    return out.tolist()
+
+
+@pytest.fixture(params=["kernel", "eager"])
+def backend(request, monkeypatch):
+    """Run kendall_tau through the compiled kernel (skipped without a compiler) or the eager torch path."""
+    if request.param == "kernel":
+        if not _kendall_kernel.available():
+            pytest.skip("no C++ compiler: eager path only")
+    else:
+        monkeypatch.setattr(_kendall_kernel, "kendall_counts", lambda *args, **kwargs: None)
+    return request.param
+
+
+@pytest.mark.parametrize("kind", ["continuous", "quantised", "mnist_zeros", "one_sided_ties"])
+def test_kendall_both_backends_equal_scipy(kind, backend):
+    g = torch.Generator().manual_seed(7)
+    if kind == "continuous":
+        a = torch.randn(5, 300, generator=g, dtype=torch.float64)
+        b = a + torch.randn(5, 300, generator=g, dtype=torch.float64)
+    elif kind == "quantised":
+        a = torch.randint(0, 5, (5, 300), generator=g).double()
+        b = (a + torch.randint(-2, 3, (5, 300), generator=g)).clamp(0, 4)
+    elif kind == "mnist_zeros":
+        a, b = mnist_like_ig_maps(5, 20, 11), mnist_like_ig_maps(5, 20, 12)
+        b[:2] = a[:2] * (1 + 0.1 * torch.rand(2, 20, 20, generator=g, dtype=torch.float64))
+    else:
+        a = torch.randn(5, 100, generator=g, dtype=torch.float64)
+        b = torch.randint(0, 2, (5, 100), generator=g).double()
+    for x, y in ((a, b), (b, a), (a.float(), b.float())):
+        assert_matches(kendall_tau(x, y), kendall_ref(x, y), atol=1e-12 if x.dtype == torch.float64 else 1e-6)
+
+
+@needs_kernel
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 90), st.integers(1, 8), st.integers(1, 8),
+       st.sampled_from(["float32", "float64", "int32", "int64", "float16", "uint8", "bool", "mixed"]),
+       st.integers(0, 2**31 - 1))
+def test_kernel_counts_equal_eager_counts(n, d, levels_a, levels_b, dtype, seed):
+    """Every dtype path of the kernel (packed 32-bit keys, 64-bit key pairs, conversions) = the eager counts."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-levels_a, levels_a, (n, d), generator=g)
+    b = torch.randint(-levels_b, levels_b, (n, d), generator=g)
+    if dtype == "mixed":
+        a, b = a.float() * 0.25, b.int()
+    elif dtype in ("uint8", "bool"):
+        a, b = (a.abs() % (2 if dtype == "bool" else 256)).to(getattr(torch, dtype)), b.abs().to(getattr(torch, dtype))
+    elif dtype.startswith("float"):
+        a, b = (a * 0.5).to(getattr(torch, dtype)), (b - 0.5).to(getattr(torch, dtype))
+    else:
+        a, b = a.to(getattr(torch, dtype)), b.to(getattr(torch, dtype))
+    ref = eager_counts(a.double(), b.double())
+    assert kernel_counts(a, b) == ref
+    assert kernel_counts(a, b, threads=3) == ref
+    if d >= 2:
+        torch.testing.assert_close(kendall_tau(a, b), _kendall_tau_eager(a.reshape(n, -1), b.reshape(n, -1)),
+                                   rtol=0, atol=0, equal_nan=True)
+
+
+@needs_kernel
+def test_kernel_equals_eager_bit_for_bit_on_benchmark_like_maps(monkeypatch):
+    """Tie-heavy and distinct float32 maps over several blocks and threads: identical tau values."""
+    monkeypatch.setattr(_kendall_kernel, "MIN_ELEMENTS_PER_THREAD", 1)  # use the threads on small data
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    g = torch.Generator().manual_seed(3)
+    clean = mnist_like_ig_maps(9, 28, 21).float()
+    attacked = clean * (0.5 + torch.rand(9, 28, 28, generator=g)) * (torch.rand(9, 28, 28, generator=g) > 0.03)
+    distinct = torch.rand(9, 784, generator=g)
+    for a, b in ((clean, attacked), (distinct, distinct + 0.3 * torch.rand(9, 784, generator=g))):
+        ours = kendall_tau(a, b)
+        assert torch.equal(ours, _kendall_tau_eager(a.reshape(9, -1), b.reshape(9, -1)))
+        assert_matches(ours, kendall_ref(a, b), atol=1e-6)
+
+
+@needs_kernel
+def test_kernel_keeps_float64_and_int64_values_apart_that_float32_would_merge():
+    base = 1.0 + torch.arange(50, dtype=torch.float64) * 1e-12        # equal in float32
+    big = 2**60 + torch.arange(50, dtype=torch.int64)                  # equal in float64
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    for a in (base, big):
+        a, b = a[None], order[None].to(a.dtype)
+        assert kernel_counts(a, b)[0][:3] == [0, 0, 0]  # no ties at all
+        assert kernel_counts(a, b) == eager_counts(a, b)
+        np.testing.assert_allclose(kendall_tau(a, b).numpy(),
+                                   [scipy_stats.kendalltau(np.argsort(np.argsort(a[0].numpy())), b[0].numpy()).statistic],
+                                   rtol=0, atol=1e-12 if a.dtype == torch.float64 else 1e-7)  # int64: float32 result
+    assert kendall_tau(big[None], big[None].flip(1)).tolist() == [-1.0]
+
+
+@needs_kernel
+def test_kernel_special_values_signed_zero_and_infinities():
+    a = torch.tensor([[0.0, -0.0, 1.0, float("inf"), -float("inf"), 2.0]])
+    b = torch.tensor([[1.0, 2.0, 3.0, 0.5, -0.0, 0.0]])
+    assert kernel_counts(a, b) == eager_counts(a, b)
+    assert kernel_counts(a, b)[0][0] == 1  # -0.0 and +0.0 tie, as in scipy
+    assert_matches(kendall_tau(a, b), kendall_ref(a, b), atol=1e-7)
+    assert_matches(kendall_tau(a.double(), b.double()), kendall_ref(a, b), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32, torch.int64])
+def test_kendall_edge_shapes(dtype, backend):
+    """N = 1, D = 2 (tau is +-1), all ties, one constant map, D = 1 and D = 0 (NaN)."""
+    one = torch.tensor([[1, 2]], dtype=dtype)
+    assert kendall_tau(one, one).tolist() == [1.0] and kendall_tau(one, one.flip(1)).tolist() == [-1.0]
+    ties = torch.zeros(3, 10, dtype=dtype)
+    assert torch.isnan(kendall_tau(ties, ties)).all()
+    mixed = torch.stack([torch.arange(10, dtype=dtype), torch.zeros(10, dtype=dtype)])
+    out = kendall_tau(mixed, torch.arange(10, dtype=dtype).repeat(2, 1))
+    assert out[0] == 1.0 and torch.isnan(out[1])
+    for d in (0, 1):
+        assert torch.isnan(kendall_tau(torch.zeros(2, d, dtype=dtype), torch.zeros(2, d, dtype=dtype))).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("d", [70_000])
+def test_kernel_huge_map_counts_past_int32(d):
+    """D = 70,000: more than 2^31 pairs (int64 counts), the 32-bit Fenwick tree (D >= 65,536), scipy's value."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.arange(d, dtype=torch.float32)[None]
+    assert kernel_counts(a, a.flip(1)) == [[0, 0, 0, d * (d - 1) // 2]]  # 2.4e9 discordant pairs
+    assert kendall_tau(a, -a).tolist() == [-1.0]
+    b = torch.randint(0, 1000, (1, d), generator=g).float()
+    c = (b + torch.randint(0, 3000, (1, d), generator=g)).float()
+    assert kernel_counts(b, c) == eager_counts(b, c)
+    assert_matches(kendall_tau(b.double(), c.double()), kendall_ref(b, c), atol=1e-12)
+
+
+@needs_kernel
+def test_kernel_inputs_views_grad_and_unsupported_devices():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 30, generator=g, requires_grad=True)
+    b = torch.rand(30, 4, generator=g).T  # not contiguous
+    assert kernel_counts(a, b) == eager_counts(a.detach(), b)
+    assert _kendall_kernel.kendall_counts(a.detach().to(torch.int64), b) is None  # int64 with float: eager
+    assert not _kendall_kernel.supports(torch.empty(2, 3, device="meta"))
+    assert not _kendall_kernel.supports(torch.empty(2, 3, dtype=torch.complex64))
+
+
+def test_kernel_disabled_or_missing_compiler_falls_back_to_eager(monkeypatch, tmp_path):
+    a, b = mnist_like_ig_maps(3, 10, 0), mnist_like_ig_maps(3, 10, 1)
+    expected = _kendall_tau_eager(a.reshape(3, -1), b.reshape(3, -1))
+    for env, compiler in (("0", "c++"), ("1", None)):
+        monkeypatch.setattr(_kendall_kernel, "_state", {})
+        monkeypatch.setenv("ROBUSTXAI_KENDALL_KERNEL", env)
+        monkeypatch.setattr(_kendall_kernel, "find_compiler", lambda c=compiler: c)
+        assert not _kendall_kernel.available()
+        assert _kendall_kernel.kendall_counts(a, b) is None
+        assert torch.equal(kendall_tau(a, b), expected)
+
+
+@needs_kernel
+def test_kernel_build_failure_is_logged_and_falls_back(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(_kendall_kernel, "_state", {})
+    monkeypatch.setenv("ROBUSTXAI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_kendall_kernel, "SOURCE", "this is not C++")
+    with caplog.at_level("WARNING", logger=_kendall_kernel.__name__):
+        assert not _kendall_kernel.available()
+    assert "building the compiled kernel failed" in caplog.text
+    assert list(tmp_path.glob("*.so")) == []
+
+
+@needs_kernel
+def test_kernel_builds_into_the_cache_dir_and_reuses_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(_kendall_kernel, "_state", {})
+    monkeypatch.setenv("ROBUSTXAI_CACHE_DIR", str(tmp_path))
+    assert _kendall_kernel.available()
+    built = list(tmp_path.glob("kendall_kernel_*.so"))
+    assert len(built) == 1 and list(tmp_path.iterdir()) == built  # no temporary files left
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(_kendall_kernel, "_state", {})
+    assert _kendall_kernel.available() and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
