@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from robustxai.attacks import PGD
+from robustxai.attacks.losses import LOSSES
 from robustxai.analysis.toy_boundary import (ToyBoundaryStudy, boundary_normal, line_angle_deg, long_axis,
                                              nearest_boundary_point, on_manifold_share, summarise, write_table)
 from robustxai.data.toy import COVARIANCE, TwoGaussiansDataModule
@@ -203,6 +207,7 @@ def test_toy_boundary_study_composes_and_builds(tmp_path):
     # the seed's budgets halved: weak 0.25 -> 0.125, strong 0.5 -> 0.25, evaluation 1.0 -> 0.5, step 2 -> 1
     assert (weak.attack.norm, weak.attack.eps, weak.attack.step_size, weak.attack.steps) == ("l2", 0.125, 1.0, 40)
     assert strong.attack.eps == 0.25 and not strong.attack.random_start
+    assert weak.attack.update == strong.attack.update == study.attack.update == "kim"
     assert (study.attack.eps, study.attack.step_size, study.attack.steps) == (0.5, 1.0, 40)
     assert isinstance(study.model(), KimToyMLP) and study.data.batch_size == 100 and study.epochs == 10
 
@@ -240,3 +245,104 @@ def test_model_configs_build_for_their_data(model, data, shape, tmp_path):
     params = inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
     net = instantiate(cfg.model, "model", **{k: v for k, v in kwargs.items() if k in params})
     assert net(torch.rand(2, *shape)).shape == (2, datamodule.num_classes)
+
+
+# -- the seed's PGD variants (spec 2, 8.3-8.4) --------------------------------------------------------------
+def two_class_linear(w0: tuple[float, float], w1: tuple[float, float] = (0.0, 0.0)) -> nn.Module:
+    """Bias-free logits z_k = w_k . x in float64 (hand-computable gradients)."""
+    model = nn.Linear(2, 2, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([w0, w1], dtype=torch.float64))
+    return model
+
+
+def test_cw_kim_zero_masks_the_true_class_and_caps_at_500():
+    logits = torch.tensor([[2.0, -1.0, -3.0], [1.0, 4.0, 0.0], [0.0, 600.0, 0.0]])
+    y = torch.tensor([0, 0, 0])
+    # z_w = max(0 (the zeroed true slot), -1, -3) = 0 -> -relu(2 - 0 + 500); z_w = 4 -> -relu(1 - 4 + 500);
+    # the cap: relu(0 - 600 + 500) = 0
+    torch.testing.assert_close(LOSSES["cw_kim"](logits, y), torch.tensor([-502.0, -497.0, 0.0]))
+    torch.testing.assert_close(LOSSES["cw"](logits, y), torch.tensor([-3.0, 3.0, 600.0]))  # the -inf-masked margin
+
+
+def test_cw_kim_gradient_ignores_negative_wrong_logits():
+    # all wrong logits negative: only -z_y drives the attack (grad = -w_0), unlike the true margin (w_1 - w_0)
+    model = two_class_linear((1.0, 0.0), (-1.0, -2.0))
+    x = torch.tensor([[0.5, 0.5]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0])
+    (g_kim,) = torch.autograd.grad(LOSSES["cw_kim"](model(x), y).sum(), x)
+    (g_cw,) = torch.autograd.grad(LOSSES["cw"](model(x), y).sum(), x)
+    torch.testing.assert_close(g_kim, torch.tensor([[-1.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(g_cw, torch.tensor([[-2.0, -2.0]], dtype=torch.float64))
+
+
+def test_kim_l2_steps_by_hand():
+    # cw_kim on z_0 = -(x1 + x2), z_1 = 0: the gradient is (1, 1) everywhere (z_w = 0, the cap inactive)
+    model = two_class_linear((-1.0, -1.0))
+    x0, y = torch.tensor([[0.9, 0.5]], dtype=torch.float64), torch.tensor([0])
+    attack = PGD(norm="l2", eps=0.3, step_size=1.0, steps=2, random_start=False, loss="cw_kim", update="kim")
+    # step 1: x0 + 1 * (1,1)/sqrt(2) -> delta of norm 1 -> projected to 0.3 along (1,1)/sqrt(2) -> x clipped to 1
+    s = 0.3 / math.sqrt(2)
+    # step 2: from (1, 0.5 + s) add (1,1)/sqrt(2); delta = (0.1 + r, s + r) with r = 1/sqrt(2); projected to 0.3
+    r = 1 / math.sqrt(2)
+    d = (0.1 + r, s + r)
+    scale = 0.3 / math.hypot(*d)
+    expected = torch.tensor([[1.0, 0.5 + d[1] * scale]], dtype=torch.float64)  # x clipped to the box again
+    torch.testing.assert_close(attack(model, x0, y), expected, atol=1e-7, rtol=0)
+
+
+def test_kim_l2_arithmetic_differs_from_madry_where_the_1e8_guards_bite():
+    # a step of 1e-8: the seed's projection delta * min(eps, |delta|) / (|delta| + 1e-8) halves it
+    model = two_class_linear((1.0, 0.0))  # cw_kim gradient -w_0 = (-1, 0), |g| = 1
+    x0, y = torch.tensor([[0.5, 0.5]], dtype=torch.float64), torch.tensor([0])
+    moved = {}
+    for update in ("kim", "madry"):
+        attack = PGD(norm="l2", eps=1.0, step_size=1e-8, steps=1, random_start=False, loss="cw_kim", update=update)
+        moved[update] = float((x0 - attack(model, x0, y))[0, 0]) / 1e-8
+    d = 1e-8 / (1 + 1e-8)  # |delta| after the guarded normalisation
+    assert moved["kim"] == pytest.approx(d / (d + 1e-8) / (1 + 1e-8), rel=1e-6)  # = 0.49999999...
+    assert moved["madry"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_kim_linf_steps_by_hand():
+    model = two_class_linear((-1.0, 1.0))  # cw_kim gradient (1, -1)
+    x0, y = torch.tensor([[0.5, 0.5]], dtype=torch.float64), torch.tensor([0])
+    attack = PGD(norm="linf", eps=0.03, step_size=0.02, steps=2, random_start=False, loss="cw_kim", update="kim")
+    # (0.52, 0.48), then (0.54, 0.46) clipped to the eps-box [0.47, 0.53]
+    torch.testing.assert_close(attack(model, x0, y), torch.tensor([[0.53, 0.47]], dtype=torch.float64))
+
+
+def test_kim_random_start_lies_on_the_sphere():
+    model = two_class_linear((0.0, 0.0))  # zero gradient: the iterate stays at its start
+    x0 = torch.full((64, 2), 0.5, dtype=torch.float64)
+    y = torch.zeros(64, dtype=torch.long)
+    torch.manual_seed(0)
+    kim = PGD(norm="l2", eps=0.1, step_size=0.05, steps=1, random_start=True, update="kim")(model, x0, y)
+    madry = PGD(norm="l2", eps=0.1, step_size=0.05, steps=1, random_start=True)(model, x0, y)
+    torch.testing.assert_close((kim - x0).norm(dim=1), torch.full((64,), 0.1, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert float((madry - x0).norm(dim=1).min()) < 0.05  # the default draws the radius uniformly
+
+
+def test_kim_options_are_checked():
+    with pytest.raises(ValueError, match="update must be one of 'madry', 'kim'"):
+        PGD(update="seed")
+    with pytest.raises(ValueError, match="untargeted"):
+        PGD(loss="cw_kim", targeted=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(norm=st.sampled_from(["l2", "linf"]), eps=st.floats(0.0, 2.0), step=st.floats(1e-3, 3.0),
+       random_start=st.booleans(), loss=st.sampled_from(["ce", "cw_kim"]), seed=st.integers(0, 2 ** 16))
+def test_kim_update_keeps_budget_and_box(norm, eps, step, random_start, loss, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    x = torch.rand(6, 3, 2, 2)
+    y = torch.randint(0, 3, (6,))
+    attack = PGD(norm=norm, eps=eps, step_size=step, steps=3, random_start=random_start, loss=loss, update="kim")
+    x_adv = attack(model, x, y)
+    delta = (x_adv - x).flatten(1)
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    if norm == "l2":
+        assert float(delta.norm(dim=1).max()) <= eps * (1 + 1e-5) + 1e-7
+    else:
+        assert float(delta.abs().max()) <= eps + 1e-6

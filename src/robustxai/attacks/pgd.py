@@ -8,13 +8,15 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
-from robustxai.attacks.base import (TARGET_CLASSES, Attack, AttackResult, ModelMode, TargetClass, check_choice,
-                                    check_range, choose_targets)
+from robustxai.attacks.base import TARGET_CLASSES, Attack, AttackResult, ModelMode, TargetClass, choose_targets
 from robustxai.attacks.losses import LOSSES
+from robustxai.utils.validation import check_choice, check_range
 
 Norm = Literal["linf", "l2"]
 Objective = Union[Tensor, tuple[Tensor, Tensor]]
 _DIV_EPS = 1e-10  # guards the per-example L2 normalisation, as torchattacks' PGDL2 does
+_KIM_EPS = 1e-8  # the constant of Kim et al.'s L2 normalisation and projection (update="kim")
+Update = Literal["madry", "kim"]
 
 
 def _per_example_norm(t: Tensor) -> Tensor:
@@ -29,9 +31,15 @@ class PGD(Attack):
     strongest result; ``track_best`` keeps the strongest iterate of each run instead of the last.
     "Strongest" means successful first (misclassified; the target class for a targeted attack), then
     the highest objective. The objective is :meth:`attack_objective`, ``loss`` by default (``"ce"``, ``"cw"``,
-    or ``"kl"``: TRADES' KL(p(x) || p(x')) from the clean prediction); ``targeted=True`` descends the
+    or ``"kl"``: TRADES' KL(p(x) || p(x')) from the clean prediction; ``"cw_kim"``: Kim et al.'s zero-masked,
+    capped CW training loss); ``targeted=True`` descends the
     loss of a target class chosen by ``target_class`` (see :func:`~robustxai.attacks.base.choose_targets`).
     Subclasses change what is maximised by overriding :meth:`attack_objective` (and :meth:`targets`), never the loop.
+
+    ``update="kim"`` runs Kim et al.'s L2 arithmetic (seed 002, spec section 2): ``g / (||g|| + 1e-8)``
+    steps, the projection ``delta * min(eps, ||delta||) / (||delta|| + 1e-8)`` then the box clip, and a
+    random start on the eps-sphere. Its L-inf update (sign step, clip to the eps-box, then to the box)
+    is the default's.
     """
 
     def __init__(
@@ -42,12 +50,13 @@ class PGD(Attack):
         steps: int = 40,
         random_start: bool = True,
         restarts: int = 1,
-        loss: Literal["ce", "cw", "kl"] = "ce",
+        loss: Literal["ce", "cw", "kl", "cw_kim"] = "ce",
         track_best: bool = False,
         targeted: bool = False,
         target_class: TargetClass = "random",
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",
+        update: Update = "madry",
     ) -> None:
         super().__init__(box=box, model_mode=model_mode)
         check_choice("norm", norm, ("linf", "l2"))
@@ -57,10 +66,13 @@ class PGD(Attack):
         check_range("restarts", restarts, low=1)
         check_choice("loss", loss, tuple(LOSSES))
         check_choice("target_class", target_class, TARGET_CLASSES)
+        check_choice("update", update, ("madry", "kim"))
         if restarts > 1 and not random_start:
             raise ValueError("restarts > 1 needs random_start=True (otherwise every restart is identical)")
         if targeted and loss == "kl":
             raise ValueError("loss='kl' (TRADES) has no target class: use targeted=false, or loss='ce'/'cw'")
+        if targeted and loss == "cw_kim":
+            raise ValueError("loss='cw_kim' is Kim et al.'s untargeted training loss: use targeted=false, or loss='cw'")
         self.norm: Norm = norm
         self.eps = float(eps)
         self.step_size = float(step_size)
@@ -68,6 +80,7 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.restarts = int(restarts)
         self.loss = loss
+        self.update: Update = update
         self.track_best = bool(track_best)
         self.targeted = bool(targeted)
         self.target_class: TargetClass = target_class
@@ -102,6 +115,8 @@ class PGD(Attack):
         if self.norm == "linf":
             return torch.empty_like(x).uniform_(-self.eps, self.eps)
         direction = torch.randn_like(x)
+        if self.update == "kim":  # the seed: eps along a normalised Gaussian direction (then projected)
+            return direction / (_per_example_norm(direction) + _KIM_EPS) * self.eps
         radius = torch.rand(x.shape[0], device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
         return direction / (_per_example_norm(direction) + _DIV_EPS) * radius * self.eps
 
@@ -110,6 +125,9 @@ class PGD(Attack):
         delta = x_adv - x
         if self.norm == "linf":
             delta = torch.clamp(delta, -self.eps, self.eps)
+        elif self.update == "kim":
+            norms = _per_example_norm(delta)
+            delta = delta / (norms + _KIM_EPS) * torch.clamp(norms, max=self.eps)
         else:
             norms = _per_example_norm(delta).clamp_min(1e-12)  # a zero delta stays zero (no 0/0)
             delta = delta * torch.clamp(self.eps / norms, max=1.0)
@@ -118,7 +136,8 @@ class PGD(Attack):
     def _step(self, x_adv: Tensor, grad: Tensor) -> Tensor:
         if self.norm == "linf":
             return x_adv + self.step_size * grad.sign()
-        return x_adv + self.step_size * grad / (_per_example_norm(grad) + _DIV_EPS)
+        guard = _KIM_EPS if self.update == "kim" else _DIV_EPS
+        return x_adv + self.step_size * grad / (_per_example_norm(grad) + guard)
 
     def _success(self, logits: Tensor, y: Tensor, targets: Tensor) -> Tensor:
         """Per example: the target class reached (targeted), else the label ``y`` lost."""
