@@ -84,7 +84,8 @@ class Attribution(ABC):
 
     @abstractmethod
     def attribute(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool) -> Tensor:
-        """Signed attribution maps with ``x``'s shape for the (N,) int64 ``target`` classes."""
+        """Signed attribution maps for the (N,) int64 ``target`` classes: ``x``'s shape, or (N, h, w) at a
+        layer's resolution for the CAM family (:mod:`robustxai.attributions.cam`, ``gradcam``)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
