@@ -74,6 +74,19 @@ def test_report_draws_a_curve_across_jobs_that_sweep_eps(tmp_path):
     assert "Robust accuracy vs eps across jobs: pgd" in render(tmp_path)
 
 
+def test_an_evaluated_checkpoint_is_named_by_its_training_run(tmp_path):
+    train_run = tmp_path / "train" / "3"
+    (train_run / ".hydra").mkdir(parents=True)
+    (train_run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["method=trades", "seed=1"]))
+    sweep = tmp_path / "eval"
+    _job(sweep, "0", [f"ckpt_path={train_run}/checkpoints/last.ckpt", "data.test_subset=40"],
+         {"test/acc": 0.9, "test/robust_acc/pgd": 0.5})
+    config = yaml.safe_load((sweep / "0" / "config.yaml").read_text())
+    (sweep / "0" / "config.yaml").write_text(yaml.safe_dump({**config, "ckpt_path": f"{train_run}/checkpoints/last.ckpt"}))
+    assert load_jobs(sweep)[0]["label"] == "[trained: method=trades seed=1] data.test_subset=40"
+    assert "[trained: method=trades seed=1]" in render(sweep)
+
+
 def test_cli_and_a_directory_without_jobs(sweep, tmp_path, capsys):
     main([str(sweep)])
     assert capsys.readouterr().out.strip().endswith("report.html")

@@ -43,6 +43,18 @@ def _file_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def describe(job_dir: Path, config: dict[str, Any]) -> str:
+    """The job's overrides; an evaluated checkpoint is named by its training run's overrides, not its path."""
+    label = _job_label(job_dir)
+    ckpt = config.get("ckpt_path")
+    if not ckpt:
+        return label
+    run_dir = Path(ckpt).parent.parent
+    trained = f"[trained: {_job_label(run_dir)}]" if (run_dir / ".hydra" / "overrides.yaml").is_file() \
+        else f"ckpt_path=.../{'/'.join(Path(ckpt).parts[-4:])}"
+    return " ".join(trained if item.startswith("ckpt_path=") else item for item in label.split(" "))
+
+
 def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every job of ``sweep_dir`` that wrote ``results.json``: its name, overrides, results, config and images."""
     jobs = []
@@ -54,8 +66,8 @@ def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
             masking.setdefault(extra.stem[len("masking_"):], json.loads(extra.read_text()))
         config_file = job_dir / "config.yaml"
         config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-        jobs.append({"name": job_dir.name, "label": _job_label(job_dir), "metrics": record.get("metrics", {}),
-                     "masking": masking, "config": config or {}, "task": record.get("task", ""),
+        jobs.append({"name": job_dir.name, "label": describe(job_dir, config or {}),
+                     "metrics": record.get("metrics", {}), "masking": masking, "config": config or {}, "task": record.get("task", ""),
                      "wall_time_s": record.get("wall_time_s"),
                      "images": sorted((job_dir / "images").glob("*.png")) if (job_dir / "images").is_dir() else []})
     return jobs
@@ -163,6 +175,8 @@ def render(sweep_dir: Path) -> str:
     if not jobs:
         raise FileNotFoundError(f"no <job>/results.json under {sweep_dir}: is it a multirun directory?")
     columns, rows = collect(sweep_dir)
+    for row, job in zip(rows, jobs):  # the same jobs in the same order
+        row["overrides"] = job["label"]
     headers = {c: next((s for p, s in LEGEND.items() if c == p or (p.endswith("/") and c.startswith(p))), "")
                for c in columns}
     figures = []
