@@ -1,11 +1,15 @@
 """Rank metrics on attribution maps: our batched kendall_tau / spearman vs scipy (loop over maps) and
 torchmetrics' KendallRankCorrCoef, on 784-pixel (28x28) and 16,384-pixel (128x128) maps.
 
+``kendall_tau`` runs its compiled CPU kernel when it can build it (robustxai.metrics._kendall_kernel);
+its eager torch path (the fallback, and the GPU path) is timed too. Ratios are speed ratios per map.
+
 Usage: .venv/bin/python bench/bench_rank_metrics.py [--quick] [--threads N] [--repeats 3]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +24,8 @@ from torchmetrics.regression import KendallRankCorrCoef
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import apply_threads, base_parser, print_table, ratio_line, time_interleaved  # noqa: E402
 
-from robustxai.metrics.functional import kendall_tau, spearman  # noqa: E402
+from robustxai.metrics import _kendall_kernel  # noqa: E402
+from robustxai.metrics.functional import _kendall_tau_eager, kendall_tau, spearman  # noqa: E402
 
 # (side, maps for ours and scipy, maps for torchmetrics: it is O(D^2) with a Python loop over D)
 SIZES = {784: (28, 256, 64), 16384: (128, 32, 2)}
@@ -73,6 +78,9 @@ def bench_size(pixels: int, kind: str, repeats: int, quick: bool) -> dict[str, f
     def ours_k() -> None:
         out["kendall"] = kendall_tau(a, b)
 
+    def eager_k() -> None:
+        out["kendall_eager"] = _kendall_tau_eager(af, bf)
+
     def scipy_k() -> None:
         out["scipy_kendall"] = scipy_loop(scipy.stats.kendalltau, an, bn)
 
@@ -83,7 +91,8 @@ def bench_size(pixels: int, kind: str, repeats: int, quick: bool) -> dict[str, f
         out["scipy_spearman"] = scipy_loop(scipy.stats.spearmanr, an, bn)
 
     t = time_interleaved({"kendall_tau (ours, batched)": ours_k, "scipy.stats.kendalltau (loop)": scipy_k,
-                          "spearman (ours, batched)": ours_s, "scipy.stats.spearmanr (loop)": scipy_s},
+                          "spearman (ours, batched)": ours_s, "scipy.stats.spearmanr (loop)": scipy_s,
+                          "kendall_tau eager torch path": eager_k},
                          warmup=1, repeats=repeats)
     tm = time_interleaved({"torchmetrics KendallRankCorrCoef": lambda: out.__setitem__(
         "tm", torchmetrics_kendall(af[:n_tm], bf[:n_tm]))}, warmup=0, repeats=1)
@@ -93,17 +102,23 @@ def bench_size(pixels: int, kind: str, repeats: int, quick: bool) -> dict[str, f
     rows = [[name, 1e3 * sec, 1.0 / sec] for name, sec in per_map.items()]
     print_table(f"{pixels}-pixel maps ({side}x{side}, {kind}), {n} maps (torchmetrics: {n_tm}); "
                 f"median of {repeats}", ["variant", "ms per map", "maps/s"], rows)
-    k_ours, k_sp, s_ours, s_sp, k_tm = per_map.values()
+    k_ours, k_sp, s_ours, s_sp, k_eager, k_tm = per_map.values()
     print(ratio_line("kendall ours / scipy (speed)", k_sp / k_ours, target=1.0))
     print(ratio_line("kendall ours / torchmetrics (speed)", k_tm / k_ours, target=100.0))
+    print(ratio_line("kendall eager path / scipy (speed)", k_sp / k_eager))
+    print(ratio_line("kendall eager path / torchmetrics (speed)", k_tm / k_eager))
     print(ratio_line("spearman ours / scipy (speed)", s_sp / s_ours, target=1.0))
+    if not torch.equal(out["kendall"], out["kendall_eager"]):
+        raise AssertionError("kendall_tau: the compiled kernel and the eager path disagree")
     diff_k = float(np.abs(out["kendall"].double().numpy() - out["scipy_kendall"]).max())
     diff_s = float(np.abs(out["spearman"].double().numpy() - out["scipy_spearman"]).max())
     diff_tm = float(np.abs(out["tm"].double().numpy() - out["scipy_kendall"][:n_tm]).max())
     print(f"max |ours - scipy|: kendall {diff_k:.2g}, spearman {diff_s:.2g}; "
           f"max |torchmetrics - scipy| kendall {diff_tm:.2g}")
     return {"kendall_vs_scipy": k_sp / k_ours, "kendall_vs_torchmetrics": k_tm / k_ours,
+            "kendall_eager_vs_scipy": k_sp / k_eager, "kendall_eager_vs_torchmetrics": k_tm / k_eager,
             "spearman_vs_scipy": s_sp / s_ours, "kendall_ms_per_map": 1e3 * k_ours,
+            "kendall_eager_ms_per_map": 1e3 * k_eager,
             "scipy_kendall_ms_per_map": 1e3 * k_sp, "torchmetrics_kendall_ms_per_map": 1e3 * k_tm,
             "max_abs_diff_kendall": diff_k, "max_abs_diff_spearman": diff_s,
             "max_abs_diff_torchmetrics": diff_tm}
@@ -116,14 +131,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     repeats = min(args.repeats, 2) if args.quick else args.repeats
+    path = "compiled kernel" if _kendall_kernel.available() else "eager torch path (no compiled kernel)"
     print(f"\n== bench_rank_metrics: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"scipy {scipy.__version__}, torchmetrics {torchmetrics.__version__}")
+          f"scipy {scipy.__version__}, torchmetrics {torchmetrics.__version__}; kendall_tau: {path}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for pixels in SIZES:
             for kind in ("ties", "distinct"):
                 results[f"{pixels}_{kind}"] = bench_size(pixels, kind, repeats, args.quick)
+    rows = [[case, r["kendall_vs_scipy"], r["kendall_vs_torchmetrics"], r["kendall_eager_vs_scipy"],
+             r["kendall_eager_vs_torchmetrics"], r["spearman_vs_scipy"]] for case, r in results.items()]
+    print_table(f"kendall_tau speed ratios ({torch.get_num_threads()} threads; load average after: "
+                f"{os.getloadavg()[0]:.2f})", ["case", "ours/scipy", "ours/torchmetrics",
+                                               "eager/scipy", "eager/torchmetrics", "spearman/scipy"], rows)
     return results
 
 
