@@ -11,7 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
@@ -23,7 +25,8 @@ from robustxai.data.toy import COVARIANCE, TwoGaussiansDataModule
 from robustxai.errors import ConfigError
 from robustxai.models import KimCIFARCNN, KimMNISTCNN, KimToyMLP
 from robustxai.tasks.analyze import build_study
-from robustxai.utils.config import instantiate, validate_config
+from robustxai.tasks.common import build_datamodule, build_model
+from robustxai.utils.config import validate_config
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
@@ -235,15 +238,8 @@ def test_bad_study_values_are_refused_naming_the_key(override, message, tmp_path
 def test_model_configs_build_for_their_data(model, data, shape, tmp_path):
     cfg = compose_cfg("train", [f"model={model}", f"data={data}"], tmp_path)
     validate_config(cfg)
-    datamodule = instantiate(cfg.data, "data")
-    kwargs = datamodule.model_kwargs() if hasattr(datamodule, "model_kwargs") else {
-        "in_channels": datamodule.input_shape[0], "num_classes": datamodule.num_classes,
-        "input_size": datamodule.input_shape[1]}
-    import inspect
-
-    import hydra
-    params = inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
-    net = instantiate(cfg.model, "model", **{k: v for k, v in kwargs.items() if k in params})
+    datamodule = build_datamodule(cfg)
+    net = build_model(cfg, datamodule)
     assert net(torch.rand(2, *shape)).shape == (2, datamodule.num_classes)
 
 
@@ -346,3 +342,58 @@ def test_kim_update_keeps_budget_and_box(norm, eps, step, random_start, loss, se
         assert float(delta.norm(dim=1).max()) <= eps * (1 + 1e-5) + 1e-7
     else:
         assert float(delta.abs().max()) <= eps + 1e-6
+
+
+# -- the seed's training grids (spec 1.5) as experiments ------------------------------------------------------
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The override list of every job ``-m experiment=<experiment>`` launches (Hydra's basic sweeper)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([f"experiment={experiment}", *params])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+HALVED = {  # our units: the seed's [-1,1] budgets halved
+    "mnist_l2": ("l2", 1.0, [0.5, 1.0, 2.0]), "mnist_linf": ("linf", 0.01, [0.025, 0.05, 0.1]),
+    "fashion_mnist_l2": ("l2", 1.0, [0.5, 1.0, 2.0]), "fashion_mnist_linf": ("linf", 0.01, [0.025, 0.05, 0.1]),
+    "cifar10_l2": ("l2", 1.0, [0.05, 0.2, 0.8]), "cifar10_linf": ("linf", 0.01, [0.025, 0.05, 0.1]),
+    "cifar10_roar_l2": ("l2", 1.0, [round(0.04 * i, 4) for i in range(1, 21)]),
+    "cifar10_roar_linf": ("linf", 0.01, [round(0.001 * i, 4) for i in range(1, 21)]),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(HALVED))
+def test_kim_grid_sweeps_expand_to_the_seeds_networks(grid, tmp_path):
+    norm, step, eps_values = HALVED[grid]
+    jobs = sweep_jobs(f"kim_{grid}")
+    assert len(jobs) == 2 * len(eps_values)  # every eps with xent and the seed's CW
+    seen = set()
+    for job in (jobs[0], jobs[-1]):  # composing is slow: the first and the last job
+        cfg = compose_cfg("train", job, tmp_path)
+        validate_config(cfg)
+        attack = cfg.method.attack
+        assert cfg.method._target_ == "robustxai.methods.PGDAdversarialTraining"
+        assert (attack.norm, attack.step_size, attack.steps, attack.random_start, attack["update"]) == (
+            norm, step, 40, False, "kim")
+        seen.add((attack.eps, attack.loss))
+    assert sorted(float(o.split("=")[1]) for job in jobs for o in job if o.startswith("method.attack.eps=")) == sorted(
+        2 * eps_values)
+    assert {o for job in jobs for o in job if o.startswith("method.attack.loss=")} == {
+        "method.attack.loss=ce", "method.attack.loss=cw_kim"}
+    assert seen == {(eps_values[0], "ce"), (eps_values[-1], "cw_kim")}
+
+
+@pytest.mark.parametrize("dataset, model, epochs, val_size", [("mnist", "KimMNISTCNN", 5, 5000),
+                                                              ("fashion_mnist", "KimMNISTCNN", 5, 5000),
+                                                              ("cifar10", "KimCIFARCNN", 20, 0)])
+def test_kim_standard_networks_compose_with_the_seeds_settings(dataset, model, epochs, val_size, tmp_path):
+    assert sweep_jobs(f"kim_{dataset}_standard") == [[f"experiment=kim_{dataset}_standard"]]
+    cfg = compose_cfg("train", [f"experiment=kim_{dataset}_standard"], tmp_path)
+    validate_config(cfg)
+    assert cfg.model._target_ == f"robustxai.models.{model}" and cfg.method._target_ == "robustxai.methods.NaturalTraining"
+    assert (cfg.data.batch_size, cfg.data.val_size, cfg.trainer.max_epochs) == (100, val_size, epochs)
+    assert cfg.method.optimizer.lr == 1e-3 and cfg.method.optimizer._target_ == "torch.optim.Adam"
+    assert (cfg.attack.pgd_l2.eps, cfg.attack.pgd_l2.step_size, cfg.attack.pgd_l2["update"]) == (0.2, 1.0, "kim")
+    build_model(cfg, build_datamodule(cfg))

@@ -188,10 +188,10 @@ class ToyBoundaryStudy:
         L.seed_everything(seed, workers=True, verbose=False)
         model = self.model()
         method = self.regimes[regime](model=model)
-        trainer = L.Trainer(max_epochs=self.epochs, accelerator=self.accelerator, devices=1, logger=False,
-                            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                            inference_mode=False, num_sanity_val_steps=0)
         with _quiet_lightning():  # one Trainer per network: no banner per network
+            trainer = L.Trainer(max_epochs=self.epochs, accelerator=self.accelerator, devices=1, logger=False,
+                                enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                                inference_mode=False, num_sanity_val_steps=0)
             trainer.fit(method, datamodule=self.data)
         return model.eval()
 

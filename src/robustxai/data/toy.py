@@ -47,7 +47,7 @@ class TwoGaussiansDataModule(TensorDataModule):
     """
 
     num_classes = 2
-    input_shape = (2,)  # type: ignore[assignment]  # points, not images
+    input_shape = (2,)  # points, not images: model_kwargs() gives in_features=2
     class_names = ("Class 1", "Class 2")
 
     def __init__(self, size: int = 3000, generator_seed: int = 0, shuffle: bool = False,
@@ -57,10 +57,6 @@ class TwoGaussiansDataModule(TensorDataModule):
                          test_subset=test_subset, download=False, shuffle_seed=shuffle_seed)
         check_range("size", size, low=1)
         self.size, self.generator_seed, self.shuffle = int(size), int(generator_seed), bool(shuffle)
-
-    def model_kwargs(self) -> dict[str, int]:
-        """The constructor arguments the data implies: 2 input features, 2 classes."""
-        return {"in_features": 2, "num_classes": self.num_classes}
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:
         points, labels, order = seed_two_gaussians(self.size, self.generator_seed)
