@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from robustxai.attacks.minimal_radius import make_ara_attack, minimal_radii, seed_subset
+from robustxai.callbacks.registry import evaluation_callback
 from robustxai.metrics.ara import AccuracyRobustnessArea, accuracy_at, ara
 from tests.conftest import ROOT, run_cli, shared_dataset
 
@@ -156,7 +157,7 @@ def test_ara_callback_in_a_test_loop_logs_the_functional_value(tmp_path: Path) -
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
     config = ARA(eps=2.0, steps=30, momentum=0.0, n_images=7, batch_size=3, sanity_check="off")
-    callback = config.evaluation_callback("ara", tmp_path)
+    callback = evaluation_callback("ara", config, output_dir=tmp_path)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                         inference_mode=False, callbacks=[callback])
     trainer.test(EvaluationModule(model), datamodule=Tiny(batch_size=20), verbose=False)

@@ -7,7 +7,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import ModelMode, check_choice, check_range
+from robustxai.attacks.base import ModelMode
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attacks.pgd import PGD
 from robustxai.attributions.path_loss import loss_path_ig, path_fractions
 

@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_choice
+from robustxai.attacks.base import ModelMode
+from robustxai.utils.validation import check_choice
 from robustxai.attacks.pgd import PGD, Norm
 
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, AttackResult, ModelMode, check_choice, check_range
+from robustxai.attacks.base import Attack, AttackResult, ModelMode
+from robustxai.utils.validation import check_choice, check_range
 
 Mode = Literal["plain", "l2min", "btr"]
 SanityCheck = Literal["error", "warn", "off"]

@@ -37,9 +37,6 @@ class ARA:
         self.n_images, self.subset_seed, self.batch_size = n_images, subset_seed, batch_size
         self.kinds, self.sanity_check = tuple(kinds), sanity_check
 
-    def evaluation_callback(self, name: str, output_dir: Path) -> ARAEvaluation:
-        return ARAEvaluation(name, self, output_dir)
-
     def __repr__(self) -> str:
         return (f"ARA(eps={self.eps}, steps={self.steps}, momentum={self.momentum}, n_images={self.n_images}, "
                 f"kinds={self.kinds})")
@@ -48,7 +45,7 @@ class ARA:
 class ARAEvaluation(L.Callback):
     """After the test epoch, runs the minimal-perturbation search on the ARA image set and logs the areas.
 
-    Images come from the datamodule's test split (``trainer.datamodule.splits['test']``), are
+    Images come from the datamodule's test split (``trainer.datamodule.take('test', ...)``), are
     sharded over DDP ranks, and the radii are gathered by :class:`AccuracyRobustnessArea`. Writes
     ``<output_dir>/ara_<name>.json`` (per-image radii by test index) and a curve figure.
     """
@@ -60,22 +57,22 @@ class ARAEvaluation(L.Callback):
         self.grid_path: Path | None = None
 
     def _images(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        splits = getattr(trainer.datamodule, "splits", {}) if trainer.datamodule is not None else {}
-        if "test" not in splits:
-            raise ConfigError("attack=ara needs a TensorDataModule test split (data=cifar10, ...)")
-        images, labels = splits["test"]
-        n = self.config.n_images or len(labels)
-        if n > len(labels):
-            raise ConfigError(f"attack.{self.name}.n_images={n} exceeds the {len(labels)} test images; "
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "take"):
+            raise ConfigError("attack=ara needs a robustxai data module with a test split (data=cifar10, ...)")
+        total = datamodule.split_size("test")
+        n = self.config.n_images or total
+        if n > total:
+            raise ConfigError(f"attack.{self.name}.n_images={n} exceeds the {total} test images; "
                               f"lower it or drop data.test_subset")
-        if len(labels) != 10_000:
+        if total != 10_000:
             log.warning("ARA image set: permutation of %d test images; it is the seed's set only on the full "
-                        "10,000-image CIFAR-10 test split (drop data.test_subset)", len(labels))
-        index = seed_subset(len(labels), n, self.config.subset_seed).to(labels.device)
+                        "10,000-image CIFAR-10 test split (drop data.test_subset)", total)
+        index = seed_subset(total, n, self.config.subset_seed)
         index = index[trainer.global_rank::trainer.world_size]
-        x = images[index]
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-        return index, x, labels[index]
+        x, y = datamodule.take("test", index)
+        device = trainer.strategy.root_device
+        return index, x.to(device), y.to(device)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         index, x, y = self._images(trainer)

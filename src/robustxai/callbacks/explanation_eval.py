@@ -5,23 +5,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from torch import Tensor
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from tqdm.auto import tqdm
 
 from robustxai.analysis.explanation_figures import save_explanation_attack_examples
-from robustxai.metrics import functional as MF
+from robustxai.attacks.explanation import ExplanationAttack
+from robustxai.metrics.attribution_similarity import (KendallTau, MapPairMean, MassCenterShift, SpearmanCorrelation,
+                                                      TopKIntersection)
+from robustxai.metrics.map_measures import map_measure
 from robustxai.utils.wandb import log_image_files
 
-if TYPE_CHECKING:  # pragma: no cover
-    from robustxai.attacks.explanation import ExplanationAttack
 
-METRICS = ("topk_intersection", "kendall", "spearman", "mass_center_shift", "explanation_attack_unchanged")
+def default_map_metrics() -> dict[str, MapPairMean]:
+    """IN (top-k intersection, k = the attack's ``eval_k``), CO (Kendall tau-b), Spearman, mass-centre shift.
+
+    tau and rho are undefined (NaN) for a constant clean map (e.g. an all-zero IG map): such images are
+    left out of those two means, explicitly (``nan_policy="omit"``).
+    """
+    return {"topk_intersection": TopKIntersection(k=None), "kendall": KendallTau(nan_policy="omit"),
+            "spearman": SpearmanCorrelation(nan_policy="omit"), "mass_center_shift": MassCenterShift()}
 
 
 class ExplanationAttackEvaluation(L.Callback):
@@ -32,29 +41,38 @@ class ExplanationAttackEvaluation(L.Callback):
     map of the returned image, ``test/explanation_attack_unchanged/<name>`` (fraction of images where no
     label-preserving step beat the clean map, so the clean image was returned and scores 1, 1, 1, 0)
     and ``test/explanation_attack_images/<name>`` (how many images were attacked). Misclassified
-    images are left out, as in the paper. Saves a figure of the first ``grid_images`` attacked images
-    to ``<output_dir>/images/<name>.png`` (and W&B).
+    images are left out, as in the paper. ``metrics`` (name -> a :class:`MapPairMean`, from the
+    ``metric`` config group; default :func:`default_map_metrics`) chooses the map comparisons, each
+    logged as ``test/<key>/<name>``; a top-k intersection without ``k`` uses ``eval_k`` (default: the
+    attack's). Saves a figure of the first ``grid_images`` attacked images to
+    ``<output_dir>/images/<name>.png`` (and W&B).
     """
 
     def __init__(self, name: str, attack: ExplanationAttack, output_dir: str | Path | None = None,
-                 eval_k: int | None = None, grid_images: int = 8) -> None:
+                 eval_k: int | None = None, grid_images: int = 8,
+                 metrics: Mapping[str, MapPairMean] | None = None) -> None:
         super().__init__()
         self.name, self.attack = name, attack
         self.eval_k = int(eval_k if eval_k is not None else attack.eval_k)
+        metrics = dict(metrics) if metrics else default_map_metrics()
+        for key, metric in metrics.items():
+            if not isinstance(metric, MapPairMean):
+                raise TypeError(f"metric.{key} must be a map metric (robustxai.metrics.MapPairMean), got {metric!r}")
+            if isinstance(metric, TopKIntersection) and metric.k is None:
+                metric.k = self.eval_k
+        self.metrics = MetricCollection(metrics, compute_groups=False)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.grid_images = grid_images
         self.grid_path: Path | None = None
         self._grid_done = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # tau and rho are undefined (NaN) for a constant clean map (e.g. an all-zero IG map): such images
-        # are left out of those two means, explicitly
-        self.means = {key: MeanMetric(nan_strategy="ignore" if key in ("kendall", "spearman") else "error")
-                      .to(pl_module.device) for key in METRICS}
+        self.metrics = self.metrics.to(pl_module.device)
+        self.unchanged = MeanMetric().to(pl_module.device)
         self.attacked = SumMetric().to(pl_module.device)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for metric in (*self.means.values(), self.attacked):
+        for metric in (self.metrics, self.unchanged, self.attacked):
             metric.reset()
         self._grid_done = False
 
@@ -70,30 +88,22 @@ class ExplanationAttackEvaluation(L.Callback):
             return
         with self._progress(trainer, batch_idx):
             result = self.attack.run(model, x, y)
-        scores = self.scores(result.clean_map, result.adv_map)
-        scores["explanation_attack_unchanged"] = result.unchanged.float()
-        for key, values in scores.items():
-            self.means[key].update(values)
+        scores = {key: metric.pairwise(result.clean_map, result.adv_map) for key, metric in self.metrics.items()}
+        for key, metric in self.metrics.items():
+            metric.update(result.clean_map, result.adv_map, values=scores[key])
+        self.unchanged.update(result.unchanged.float())
         if not self._grid_done and trainer.is_global_zero and self.grid_images > 0:
             n = self.grid_images
             self._save_grid(trainer, x[:n], result.clean_map[:n], result.x_adv[:n], result.adv_map[:n],
-                            scores["topk_intersection"][:n], scores["kendall"][:n], result.unchanged[:n])
+                            result.unchanged[:n])
             self._grid_done = True
-
-    def scores(self, clean_map: Tensor, adv_map: Tensor) -> dict[str, Tensor]:
-        """Per-image IN (top-``eval_k``), Kendall tau-b, Spearman and mass-centre shift between two map batches."""
-        a, b = clean_map.flatten(1), adv_map.flatten(1)
-        return {
-            "topk_intersection": MF.topk_intersection(a, b, self.eval_k),
-            "kendall": MF.kendall_tau(a, b),
-            "spearman": MF.spearman(a, b),
-            "mass_center_shift": MF.mass_center_shift(clean_map, adv_map),
-        }
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # compute() syncs across DDP ranks already; sync_dist with "max" keeps the value exact (see AttackEvaluation)
-        for key, metric in self.means.items():
+        for key, metric in self.metrics.items():
             pl_module.log(f"test/{key}/{self.name}", metric.compute(), sync_dist=True, reduce_fx="max")
+        pl_module.log(f"test/explanation_attack_unchanged/{self.name}", self.unchanged.compute(), sync_dist=True,
+                      reduce_fx="max")
         pl_module.log(f"test/explanation_attack_images/{self.name}", self.attacked.compute(), sync_dist=True,
                       reduce_fx="max")
 
@@ -126,7 +136,9 @@ class ExplanationAttackEvaluation(L.Callback):
                 f"selected by {a.measure}; IN = top-{self.eval_k} intersection, CO = Kendall tau")
 
     def _save_grid(self, trainer: L.Trainer, x: Tensor, clean_map: Tensor, x_adv: Tensor, adv_map: Tensor,
-                   intersection: Tensor, kendall: Tensor, unchanged: Tensor) -> None:
+                   unchanged: Tensor) -> None:
+        intersection = map_measure("topk_intersection", k=self.eval_k)(clean_map, adv_map)
+        kendall = map_measure("kendall")(clean_map, adv_map)
         directory = self.output_dir or Path(trainer.default_root_dir)
         self.grid_path = save_explanation_attack_examples(
             directory / "images" / f"{self.name}.png", x, clean_map, x_adv, adv_map, intersection, kendall,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, check_range
+from robustxai.attacks.base import Attack
 from robustxai.methods.base import ClassifierModule, OptimizerFactory, SchedulerFactory
+from robustxai.utils.validation import check_range
 
 
 def budget_fraction(step: int, warmup_steps: int, ramp_steps: int) -> float:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, check_choice, check_range
+from robustxai.attacks.base import Attack
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attributions.path_loss import loss_path_ig, path_fractions
 from robustxai.methods.adversarial import AdversarialMethod
 from robustxai.methods.base import OptimizerFactory, SchedulerFactory

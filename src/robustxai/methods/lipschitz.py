@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import check_range
+from robustxai.utils.validation import check_range
 
 
 def draw_selection(n: int, num_classes: int, zeta: float, device: torch.device | str = "cpu",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, check_range
+from robustxai.attacks.base import Attack
+from robustxai.utils.validation import check_range
 from robustxai.methods.adversarial import AdversarialMethod
 from robustxai.methods.base import OptimizerFactory, SchedulerFactory
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from robustxai.attacks.base import Attack, check_range
+from robustxai.attacks.base import Attack
+from robustxai.utils.validation import check_range
 from robustxai.methods.base import ClassifierModule, OptimizerFactory, SchedulerFactory
 from robustxai.methods.lipschitz import PsiIntegrator, draw_selection, input_gradient_penalty, selected_outputs
 

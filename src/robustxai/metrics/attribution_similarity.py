@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from robustxai.metrics import functional as F
+from robustxai.metrics.map_measures import map_measure
 
 NanPolicy = Literal["propagate", "omit"]
 
@@ -36,8 +36,9 @@ class MapPairMean(Metric):
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def update(self, a: Tensor, b: Tensor) -> None:
-        values = self.pairwise(a, b).double()
+    def update(self, a: Tensor, b: Tensor, values: Tensor | None = None) -> None:
+        """Add the map pairs ``(a, b)``; ``values``: their :meth:`pairwise` values, if the caller has them already."""
+        values = (self.pairwise(a, b) if values is None else values).double()
         nan = torch.isnan(values)
         self.num_nan += nan.sum()
         if self.nan_policy == "omit":  # no boolean indexing: it would synchronise a GPU
@@ -58,7 +59,7 @@ class KendallTau(MapPairMean):
     is_differentiable = False
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        return F.kendall_tau(a, b)
+        return map_measure("kendall")(a, b)
 
 
 class SpearmanCorrelation(MapPairMean):
@@ -68,23 +69,25 @@ class SpearmanCorrelation(MapPairMean):
     is_differentiable = False
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        return F.spearman(a, b)
+        return map_measure("spearman")(a, b)
 
 
 class TopKIntersection(MapPairMean):
-    """Mean fraction of shared top-k entries between map pairs (RAR's "IN"), stable tie-break."""
+    """Mean fraction of shared top-k entries between map pairs (RAR's "IN"), stable tie-break; ``k=None`` is set by the caller."""
 
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, k: int, nan_policy: NanPolicy = "propagate", **kwargs) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    def __init__(self, k: int | None, nan_policy: NanPolicy = "propagate", **kwargs) -> None:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"k must be an integer >= 1 (or null: the attack's eval_k), got {k!r}")
         super().__init__(nan_policy=nan_policy, **kwargs)
         self.k = k
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        return F.topk_intersection(a, b, self.k)
+        if self.k is None:
+            raise ValueError("TopKIntersection has no k: give k, or let the evaluation callback set its attack's eval_k")
+        return map_measure("topk_intersection", k=self.k)(a, b)
 
 
 class MassCenterShift(MapPairMean):
@@ -98,4 +101,4 @@ class MassCenterShift(MapPairMean):
         self.truncate = truncate
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        return F.mass_center_shift(a, b, truncate=self.truncate)
+        return map_measure("mass_center_shift", truncate=self.truncate)(a, b)

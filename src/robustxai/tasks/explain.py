@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from robustxai.analysis.explanations import save_explanation_grid
-from robustxai.attacks.base import check_choice, check_range
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attacks.woods import WoodsAttack
 from robustxai.errors import ConfigError
 from robustxai.tasks.common import (
@@ -137,15 +137,13 @@ def explain(cfg: DictConfig) -> dict[str, float]:
         model = build_model(cfg, datamodule)
         if not imported:
             load_model_weights(model, cfg.ckpt_path)
-        images, labels = datamodule.splits["test"]
-        if max(settings.indices) >= len(labels):
+        n_test = datamodule.split_size("test")
+        if max(settings.indices) >= n_test:
             raise ConfigError(f"explain.indices go up to {max(settings.indices)} but the test split has "
-                              f"{len(labels)} images")
-        index = torch.tensor(settings.indices)
-        x = images[index]
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+                              f"{n_test} images")
+        x, y = datamodule.take("test", settings.indices)
         class_names = list(datamodule.class_names) or [str(k) for k in range(datamodule.num_classes)]
-        results = explain_images(model, x, labels[index], settings, settings.indices)
+        results = explain_images(model, x, y, settings, settings.indices)
         directory = output_dir / "explanations"
         grids = {}
         for e in results:

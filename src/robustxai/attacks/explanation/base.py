@@ -12,33 +12,23 @@ image. The whole batch advances together with per-image state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustxai.attacks.base import (
-    Attack,
-    ModelMode,
-    attack_mode,
-    check_choice,
-    check_range,
-)
+from robustxai.attacks.base import Attack, AttackResult, ModelMode
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attacks.surrogate import softplus_surrogate
 from robustxai.attributions.postprocess import rar_saliency
 from robustxai.metrics import functional as MF
-
-if TYPE_CHECKING:  # pragma: no cover
-    import lightning as L
+from robustxai.metrics.map_measures import map_measure
 
 Attribution = Callable[..., Tensor]
+Postprocessing = Callable[[Tensor], Tensor]
 Measure = Literal["kendall", "spearman", "intersection", "mass_center"]
 Surrogate = Literal["softplus", "none"]
 MEASURES = ("kendall", "spearman", "intersection", "mass_center")
-TARGET_PATTERNS = ("top_left", "top_right", "bottom_left", "bottom_right", "center", "border")
 
 
 def top_k_mask(maps: Tensor, k: int) -> Tensor:
@@ -47,15 +37,11 @@ def top_k_mask(maps: Tensor, k: int) -> Tensor:
     return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, MF.topk_indices(flat, k), True).view_as(maps)
 
 
-@dataclass
-class ExplanationAttackResult:
-    """What one attack run found, per image (all tensors share the batch dimension N)."""
-
-    x_adv: Tensor       # best label-preserving iterate, or the clean image where none beat the clean map
-    clean_map: Tensor   # (N, H, W) post-processed map of the clean image (the network itself, not the surrogate)
-    adv_map: Tensor     # (N, H, W) the same map of x_adv
-    unchanged: Tensor   # (N,) bool: no label-preserving iterate beat the clean map, x_adv is the clean image
-    criterion: Tensor   # (N,) the selection measure of x_adv (lower = farther from the clean map)
+def explanation_result(x_adv: Tensor, clean_map: Tensor, adv_map: Tensor, unchanged: Tensor,
+                       criterion: Tensor) -> AttackResult:
+    """The :class:`AttackResult` of an attack on explanations (success: the map moved, the label kept)."""
+    return AttackResult(x_adv, ~unchanged, extras={"clean_map": clean_map, "adv_map": adv_map,
+                                                   "unchanged": unchanged, "criterion": criterion})
 
 
 class ExplanationAttack(Attack):
@@ -68,8 +54,10 @@ class ExplanationAttack(Attack):
     for ``intersection``). No random start. ``pixel_levels`` (e.g. 255) truncates iterates to the grid
     ``floor(x * levels) / levels`` like the seed's int cast in its GTSRB/Flower IG attack; off by default.
     ``chunk_size`` is the number of images per attribution pass (memory only: results do not depend
-    on it); ``None`` picks ``max(1, max_chunk_values // (path points per image * values per image))``
-    (path points: the attribution's ``steps``, else 1), i.e. a memory bound that follows the image size.
+    on it); ``None`` picks ``max(1, max_chunk_values // (points per image * values per image))``
+    (the attribution's ``points_per_input``), i.e. a memory bound that follows the image size.
+    ``postprocess`` turns attributions into the compared maps (default :func:`rar_saliency`; e.g.
+    :class:`~robustxai.attributions.postprocess.Postprocess` from a config).
     """
 
     deterministic = True
@@ -89,6 +77,7 @@ class ExplanationAttack(Attack):
         pixel_levels: int | None = None,
         chunk_size: int | None = None,
         max_chunk_values: int = 2_500_000,
+        postprocess: Postprocessing | None = None,
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",
     ) -> None:
@@ -121,51 +110,50 @@ class ExplanationAttack(Attack):
         self.pixel_levels = None if pixel_levels is None else int(pixel_levels)
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.max_chunk_values = int(max_chunk_values)
+        if postprocess is not None and not callable(postprocess):
+            raise TypeError(f"postprocess must map (N, C, H, W) attributions to (N, H, W) maps, got {postprocess!r}")
+        self.postprocess: Postprocessing = postprocess if postprocess is not None else rar_saliency
         self.on_step: Callable[[int], None] | None = None  # progress hook (set by the evaluation callback)
 
     # -- the contract ---------------------------------------------------------------------------
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return self._run_all(model, x, y).x_adv
+        return self.search(model, x, y).x_adv
 
-    def run(self, model: nn.Module, x: Tensor, y: Tensor) -> ExplanationAttackResult:
-        """Like ``attack(model, x, y)`` but returns the maps and per-image bookkeeping too."""
-        with attack_mode(model, self.model_mode):
-            result = self._run_all(model, x.detach().clone(), y.detach())
-        return ExplanationAttackResult(*(t.detach() for t in (result.x_adv, result.clean_map, result.adv_map,
-                                                              result.unchanged, result.criterion)))
+    def search(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """Every restart of the loop; ``success`` = some label-preserving iterate beat the clean map.
 
-    def evaluation_callback(self, name: str, output_dir: Path) -> L.Callback:
-        """The test-loop callback of ``src/eval.py attack=<name>``: IN, CO, Spearman, mass-centre shift."""
-        from robustxai.callbacks.explanation_eval import ExplanationAttackEvaluation
-
-        return ExplanationAttackEvaluation(name, self, output_dir=output_dir)
+        Extras: ``clean_map`` and ``adv_map`` ((N, H, W) post-processed maps of the network itself, not
+        the surrogate), ``unchanged`` ((N,) bool, ``x_adv`` is the clean image) and ``criterion`` (the
+        selection measure of ``x_adv``, lower = farther from the clean map).
+        """
+        best = None
+        for _ in range(self.restarts):
+            run = self._run(model, x, y)
+            best = run if best is None else _keep_lower_kendall(best, run)
+        return best
 
     # -- maps -----------------------------------------------------------------------------------
     def images_per_pass(self, x: Tensor) -> int:
         """``chunk_size``, or as many images as fit ``max_chunk_values`` path-point input values (at least 1)."""
         if self.chunk_size is not None:
             return self.chunk_size
-        points = int(getattr(self.attribution, "steps", 1))
+        points = int(self.attribution.points_per_input)
         return max(1, self.max_chunk_values // (points * x[0].numel()))
 
     def maps(self, model: nn.Module, x: Tensor, target: Tensor, create_graph: bool = False) -> Tensor:
         """Post-processed ``(N, H, W)`` maps, :meth:`images_per_pass` images per attribution pass."""
         size = self.images_per_pass(x)
-        parts = [rar_saliency(self.attribution(model, x[i:i + size], target[i:i + size], create_graph=create_graph))
+        parts = [self.postprocess(self.attribution(model, x[i:i + size], target[i:i + size], create_graph=create_graph))
                  for i in range(0, len(x), size)]
         return torch.cat(parts) if len(parts) != 1 else parts[0]
 
     def score(self, clean: Tensor, maps: Tensor, measure: str | None = None) -> Tensor:
         """Per-image selection measure of ``maps`` against ``clean`` (lower = farther from the clean map)."""
         measure = measure or self.measure
-        a, b = clean.flatten(1), maps.flatten(1)
-        if measure == "kendall":
-            return MF.kendall_tau(a, b)
-        if measure == "spearman":
-            return MF.spearman(a, b)
-        if measure == "intersection":
-            return MF.topk_intersection(a, b, self.k_top)
-        return -MF.mass_center_shift(clean, maps)
+        if measure == "mass_center":
+            return -map_measure("mass_center_shift")(clean, maps)
+        name = "topk_intersection" if measure == "intersection" else measure
+        return map_measure(name, k=self.k_top)(clean, maps)
 
     # -- what a subclass defines ----------------------------------------------------------------
     def prepare(self, surrogate: nn.Module, x: Tensor, target: Tensor, clean_map: Tensor) -> dict[str, Tensor]:
@@ -182,7 +170,7 @@ class ExplanationAttack(Attack):
         grads = []
         for i in range(0, len(x), size):
             xi = x[i:i + size].detach().requires_grad_(True)
-            maps = rar_saliency(self.attribution(surrogate, xi, target[i:i + size], create_graph=True))
+            maps = self.postprocess(self.attribution(surrogate, xi, target[i:i + size], create_graph=True))
             part = {k: v[i:i + size] for k, v in context.items()}
             (grad,) = torch.autograd.grad(self.objective(maps, part).sum(), xi)
             grads.append(grad)
@@ -201,14 +189,7 @@ class ExplanationAttack(Attack):
             x_adv = torch.clamp(x + torch.clamp(x_adv - x, -self.eps, self.eps), *self.box)
         return x_adv
 
-    def _run_all(self, model: nn.Module, x: Tensor, y: Tensor) -> ExplanationAttackResult:
-        best = None
-        for _ in range(self.restarts):
-            run = self._run(model, x, y)
-            best = run if best is None else _keep_lower_kendall(best, run)
-        return best
-
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> ExplanationAttackResult:
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
         pixels = x.shape[-2] * x.shape[-1]
         for name in ("k_top", "eval_k"):
             if getattr(self, name) > pixels:
@@ -238,7 +219,7 @@ class ExplanationAttack(Attack):
             unchanged &= ~better
             if self.on_step is not None:
                 self.on_step(step)
-        return ExplanationAttackResult(best_x, clean_map, best_map, unchanged, best_score)
+        return explanation_result(best_x, clean_map, best_map, unchanged, best_score)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(eps={self.eps:g}, step_size={self.step_size:g}, steps={self.steps}, "
@@ -246,7 +227,7 @@ class ExplanationAttack(Attack):
                 f"attribution={self.attribution!r})")
 
 
-def _keep_lower_kendall(a: ExplanationAttackResult, b: ExplanationAttackResult) -> ExplanationAttackResult:
+def _keep_lower_kendall(a: AttackResult, b: AttackResult) -> AttackResult:
     """Per image, the repeat with the lower Kendall tau to the clean map (RAR); a changed image beats an unchanged one."""
     tau_a = MF.kendall_tau(a.clean_map.flatten(1), a.adv_map.flatten(1))
     tau_b = MF.kendall_tau(b.clean_map.flatten(1), b.adv_map.flatten(1))
@@ -255,139 +236,8 @@ def _keep_lower_kendall(a: ExplanationAttackResult, b: ExplanationAttackResult) 
     def pick(ta: Tensor, tb: Tensor) -> Tensor:
         return torch.where(take_b.view(-1, *([1] * (ta.dim() - 1))), tb, ta)
 
-    return ExplanationAttackResult(pick(a.x_adv, b.x_adv), a.clean_map, pick(a.adv_map, b.adv_map),
-                                   a.unchanged & b.unchanged, pick(a.criterion, b.criterion))
+    return explanation_result(pick(a.x_adv, b.x_adv), a.clean_map, pick(a.adv_map, b.adv_map),
+                              a.unchanged & b.unchanged, pick(a.criterion, b.criterion))
 
 
-class TopKAttack(ExplanationAttack):
-    """Push saliency out of the clean map's ``k_top`` most salient pixels: ascend −Σ_{i∈T} S̃_i."""
-
-    def prepare(self, surrogate: nn.Module, x: Tensor, target: Tensor, clean_map: Tensor) -> dict[str, Tensor]:
-        return {"top": top_k_mask(clean_map, self.k_top).to(clean_map.dtype)}
-
-    def objective(self, maps: Tensor, context: dict[str, Tensor]) -> Tensor:
-        return -(maps * context["top"]).sum(dim=(1, 2))
-
-
-class MassCenterAttack(ExplanationAttack):
-    """Move the map's centre of mass away from the clean one: ascend ‖c(S̃) − c₀‖².
-
-    As in the seed, c₀ is the centre of the *surrogate's* clean map truncated to whole pixels; the
-    truncation is what gives the first step a direction (at c₀ = c(S̃) exactly the gradient is zero).
-    """
-
-    def prepare(self, surrogate: nn.Module, x: Tensor, target: Tensor, clean_map: Tensor) -> dict[str, Tensor]:
-        with torch.enable_grad():
-            smooth = self.maps(surrogate, x, target).detach()
-        return {"center": torch.trunc(MF.mass_center(smooth))}
-
-    def objective(self, maps: Tensor, context: dict[str, Tensor]) -> Tensor:
-        return (MF.mass_center(maps) - context["center"]).square().sum(dim=1)
-
-
-class RandomDirectionAttack(ExplanationAttack):
-    """Random sign steps (the seed's ``random`` baseline): a fresh N(0, 1) sign per pixel and step.
-
-    The seed aggregates one Gaussian draw per counterfactual as Σ_i (i/m) n_i, which is itself Gaussian,
-    so its sign is a fair ±1 per pixel; no attribution gradients are needed. The only random attack, so
-    the only one where ``restarts > 1`` helps (the repeat with the lowest Kendall tau is kept, as in RAR).
-    """
-
-    deterministic = False
-
-    def direction(self, surrogate: nn.Module, x: Tensor, target: Tensor, context: dict[str, Tensor]) -> Tensor:
-        return torch.randn_like(x)
-
-    def _surrogate(self, model: nn.Module) -> nn.Module:
-        return model  # directions do not use the model
-
-
-class TargetMapAttack(ExplanationAttack):
-    """Pull saliency towards a target region: ascend Σ S̃ ⊙ target_map.
-
-    ``target_map`` is a file (``.pt``/``.pth`` tensor, ``.npy`` array, or an image: ``.png``/``.jpg``/...)
-    holding an (H, W) map of the input's size, or a named pattern (one of ``TARGET_PATTERNS``: a quadrant,
-    the central half-size square, or the border around it) built at the input's size.
-    """
-
-    def __init__(self, attribution: Attribution, target_map: str | None = None, eps: float = 0.3,
-                 step_size: float = 0.01, steps: int = 100, k_top: int = 100, measure: Measure = "kendall",
-                 eval_k: int = 100, surrogate: Surrogate = "softplus", softplus_beta: float = 1.0,
-                 restarts: int = 1, pixel_levels: int | None = None, chunk_size: int | None = None,
-                 max_chunk_values: int = 2_500_000, box: tuple[float, float] = (0.0, 1.0),
-                 model_mode: ModelMode = "eval") -> None:
-        super().__init__(attribution, eps=eps, step_size=step_size, steps=steps, k_top=k_top, measure=measure,
-                         eval_k=eval_k, surrogate=surrogate, softplus_beta=softplus_beta, restarts=restarts,
-                         pixel_levels=pixel_levels, chunk_size=chunk_size, max_chunk_values=max_chunk_values,
-                         box=box, model_mode=model_mode)
-        if target_map is None or str(target_map).strip() == "":
-            raise ValueError("target_map is required for the target attack: give a file (.pt, .npy or an image) "
-                             f"with an (H, W) map, or one of the patterns {', '.join(TARGET_PATTERNS)}")
-        self.target_map = str(target_map)
-        self._file_map = None if self.target_map in TARGET_PATTERNS else load_target_map(self.target_map)
-
-    def prepare(self, surrogate: nn.Module, x: Tensor, target: Tensor, clean_map: Tensor) -> dict[str, Tensor]:
-        h, w = x.shape[-2:]
-        if self._file_map is None:
-            region = target_pattern(self.target_map, h, w)
-        else:
-            region = self._file_map
-            if tuple(region.shape) != (h, w):
-                raise ValueError(f"target_map {self.target_map!r} is {tuple(region.shape)} but the images are "
-                                 f"{h}x{w}; give a map of the input's size")
-        region = region.to(device=x.device, dtype=x.dtype)
-        return {"region": region.expand(len(x), h, w)}
-
-    def objective(self, maps: Tensor, context: dict[str, Tensor]) -> Tensor:
-        return (maps * context["region"]).sum(dim=(1, 2))
-
-
-def target_pattern(name: str, height: int, width: int) -> Tensor:
-    """A named (H, W) 0/1 target region: a quadrant, the central half-size square, or the border around it."""
-    check_choice("target_map", name, TARGET_PATTERNS)
-    region = torch.zeros(height, width)
-    h2, w2 = height // 2, width // 2
-    if name == "top_left":
-        region[:h2, :w2] = 1
-    elif name == "top_right":
-        region[:h2, w2:] = 1
-    elif name == "bottom_left":
-        region[h2:, :w2] = 1
-    elif name == "bottom_right":
-        region[h2:, w2:] = 1
-    else:
-        region[height // 4:height // 4 + h2, width // 4:width // 4 + w2] = 1
-        if name == "border":
-            region = 1 - region
-    return region
-
-
-def load_target_map(path: str) -> Tensor:
-    """Read an (H, W) target map from ``.pt``/``.pth``, ``.npy`` or an image file (grey levels scaled to [0,1])."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"target_map file {str(file)!r} does not exist; give an existing .pt/.npy/image file "
-                         f"or one of the patterns {', '.join(TARGET_PATTERNS)}")
-    suffix = file.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        data = torch.load(file, weights_only=True, map_location="cpu")
-        if not isinstance(data, Tensor):
-            raise ValueError(f"target_map {str(file)!r} must hold a tensor, found {type(data).__name__}")
-        region = data.float()
-    elif suffix == ".npy":
-        region = torch.from_numpy(np.load(file, allow_pickle=False)).float()
-    else:
-        try:
-            from PIL import Image
-
-            region = torch.from_numpy(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
-        except Exception as err:  # an unreadable or unknown format
-            raise ValueError(f"target_map {str(file)!r} could not be read as .pt, .npy or an image ({err})") from err
-    region = region.squeeze()
-    if region.dim() != 2:
-        raise ValueError(f"target_map {str(file)!r} must be an (H, W) map, got shape {tuple(region.shape)}")
-    return region
-
-
-__all__ = ["ExplanationAttack", "ExplanationAttackResult", "MassCenterAttack", "RandomDirectionAttack",
-           "TargetMapAttack", "TopKAttack", "load_target_map", "target_pattern", "top_k_mask"]
+__all__ = ["MEASURES", "ExplanationAttack", "explanation_result", "top_k_mask"]
