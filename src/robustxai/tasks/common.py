@@ -19,7 +19,8 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from robustxai.callbacks import AttackEvaluation
+from robustxai.attacks.explanation import ExplanationAttack
+from robustxai.callbacks.registry import evaluation_callback
 from robustxai.data.base import TensorDataModule
 from robustxai.errors import UserError
 from robustxai.utils import ddp
@@ -65,14 +66,16 @@ def build_model(cfg: DictConfig, datamodule: TensorDataModule) -> nn.Module:
 def build_attack_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     """One evaluation callback per entry of ``cfg.attack`` (built now, so bad values fail early).
 
-    An attack object that defines ``evaluation_callback(name, output_dir)`` (attacks on
-    explanations, ARA) supplies its own callback; any other attack is wrapped in :class:`AttackEvaluation`.
+    The callback of each attack comes from :mod:`robustxai.callbacks.registry` (attacks on predictions:
+    robust accuracy; on explanations: IN, CO and the ``cfg.metric`` map metrics; ARA: the areas).
     """
+    metrics = cfg.get("metric") or {}
     callbacks: list[L.Callback] = []
     for name, node in (cfg.get("attack") or {}).items():
         attack = instantiate(node, f"attack.{name}")
-        make = getattr(attack, "evaluation_callback", None)
-        callbacks.append(make(name, output_dir) if make else AttackEvaluation(name, attack, output_dir=output_dir))
+        settings = {"metrics": {key: instantiate(m, f"metric.{key}") for key, m in metrics.items()}} \
+            if isinstance(attack, ExplanationAttack) and metrics else {}
+        callbacks.append(evaluation_callback(name, attack, output_dir=output_dir, **settings))
     return callbacks
 
 
