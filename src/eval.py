@@ -1,6 +1,6 @@
 """Evaluate a checkpoint under attacks: python src/eval.py ckpt_path=.../checkpoints/last.ckpt attack=[pgd,fgsm]
 
-``task=explain`` writes adversarial explanations instead (robustxai.tasks.explain).
+``task=explain`` writes adversarial explanations instead (robustxai.tasks.explain); ``conf/task/`` lists the tasks.
 
 Data, threat model and model default to those of the training run that wrote the checkpoint.
 """
@@ -18,19 +18,13 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from robustxai.errors import ConfigError, UserError
-    from robustxai.tasks import evaluate
+    from hydra.utils import get_method
+
+    from robustxai.errors import UserError
 
     try:
-        task = cfg.get("task", "eval")
-        if task == "explain":
-            from robustxai.tasks.explain import explain
-
-            explain(cfg)
-        elif task == "eval":
-            evaluate(cfg, overrides=HydraConfig.get().overrides.task)
-        else:
-            raise ConfigError(f"task must be eval or explain, got {task!r}")
+        run = get_method(cfg.task._target_)  # conf/task/: eval (attacks and metrics) or explain
+        run(cfg, overrides=HydraConfig.get().overrides.task)
     except UserError as err:
         sys.exit(f"Error: {err}")
 

@@ -78,7 +78,7 @@ def seed_comparison_figure(prebuilt_dir: Path, out_path: Path) -> dict[str, list
     from torchvision.utils import save_image
 
     from robustxai.models.importers import woods_resnet_from_file
-    from robustxai.tasks.explain import ExplainSettings, explain_toward
+    from robustxai.analysis.woods_explanations import ExplainSettings, explain_toward
 
     examples = prebuilt_dir / "example_output"
 

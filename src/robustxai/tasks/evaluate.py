@@ -26,9 +26,9 @@ from robustxai.tasks.common import (
     write_results,
 )
 from robustxai.utils.checkpoint import load_model_weights
+from robustxai.utils.paths import config_dir
 
 FROM_TRAINING_RUN = ("data", "threat", "model")
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def _fill_new_threat_keys(trained: DictConfig, run_dir: Path) -> DictConfig:
@@ -41,8 +41,9 @@ def _fill_new_threat_keys(trained: DictConfig, run_dir: Path) -> DictConfig:
     if not hydra_file.is_file():
         return trained
     choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.threat")
-    current = CONF_DIR / "threat" / f"{choice}.yaml"
-    return OmegaConf.merge(OmegaConf.load(current), trained) if choice and current.is_file() else trained
+    conf = config_dir()
+    current = conf / "threat" / f"{choice}.yaml" if conf is not None and choice else None
+    return OmegaConf.merge(OmegaConf.load(current), trained) if current is not None and current.is_file() else trained
 
 
 def adopt_training_run(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
