@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ara  # noqa: E402
 import bench_attributions  # noqa: E402
 import bench_explanation_attack  # noqa: E402
+import bench_gradcam  # noqa: E402
 import bench_ig_norm  # noqa: E402
 import bench_pgd  # noqa: E402
 import bench_rank_metrics  # noqa: E402
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "ig_norm": bench_ig_norm.main,
     "ara": bench_ara.main,
     "woods_train": bench_woods_train.main,
+    "gradcam": bench_gradcam.main,
 }
 
 
