@@ -34,7 +34,7 @@ COLOURS = plt.get_cmap("tab10").colors
 def _png(fig: plt.Figure) -> str:
     """A figure as a ``data:`` URI (and closed)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -174,6 +174,9 @@ def render(sweep_dir: Path) -> str:
     jobs = load_jobs(sweep_dir)
     if not jobs:
         raise FileNotFoundError(f"no <job>/results.json under {sweep_dir}: is it a multirun directory?")
+    common = _common_overrides(jobs)
+    for job in jobs:
+        job["label"] = " ".join(t for t in job["label"].split(" ") if t not in common) or "(no own overrides)"
     columns, rows = collect(sweep_dir)
     for row, job in zip(rows, jobs):  # the same jobs in the same order
         row["overrides"] = job["label"]
@@ -204,10 +207,18 @@ def render(sweep_dir: Path) -> str:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(
         title=f"robustxai report: {sweep_dir.name}", sweep_dir=str(sweep_dir.resolve()),
-        generated=time.strftime("%Y-%m-%d %H:%M:%S"), columns=columns, headers=headers, rows=rows,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"), common=" ".join(common), columns=columns, headers=headers, rows=rows,
         best=_best(columns, rows), fmt=_fmt, figures=figures, mask_names=mask_names, mask_rows=mask_rows,
         flagged=sum(r["status"] == "flag" for r in mask_rows),
         jobs=[{**job, "images": [{"name": p.name, "uri": _file_uri(p)} for p in job["images"]]} for job in jobs])
+
+
+def _common_overrides(jobs: list[dict[str, Any]]) -> list[str]:
+    """Overrides every job shares (shown once in the header, not in every label); none for a single job."""
+    if len(jobs) < 2:
+        return []
+    first = jobs[0]["label"].split(" ")
+    return [t for t in first if all(t in j["label"].split(" ") for j in jobs[1:])]
 
 
 def _first_n(jobs: list[dict[str, Any]], attack: str) -> str:
