@@ -15,13 +15,32 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 from torch import nn
 
-from robustxai.attacks.uar import (UPSTREAM_CALIBRATED_STEP, ElasticAttack, FogAttack, GaborAttack, JPEGAttack,
-                                   JPEGCodec, SnowAttack)
+from robustxai.attacks.uar import (
+    UPSTREAM_CALIBRATED_STEP,
+    ElasticAttack,
+    FogAttack,
+    GaborAttack,
+    JPEGAttack,
+    JPEGCodec,
+    SnowAttack,
+)
 from robustxai.attacks.uar.fog import diamond_square, fog_map_size
 from robustxai.attacks.uar.gabor import gabor_kernels
 from robustxai.attacks.uar.jpeg import _l1_box_vertex, _project_l1
-from robustxai.attacks.uar.jpeg_codec import RGB_TO_YCBCR, block_dct, block_idct, rgb_to_ycbcr, ycbcr_to_rgb
-from robustxai.attacks.uar.snow import flake_kernels, flake_offsets, flake_stamps, place_flakes, region_means
+from robustxai.attacks.uar.jpeg_codec import (
+    RGB_TO_YCBCR,
+    block_dct,
+    block_idct,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
+from robustxai.attacks.uar.snow import (
+    flake_kernels,
+    flake_offsets,
+    flake_stamps,
+    place_flakes,
+    region_means,
+)
 from robustxai.data.digits import digits_as_mnist
 from tests.conftest import TinyConvNet
 
@@ -83,10 +102,10 @@ def test_jpeg_output_moves_each_quantised_coefficient_by_half_the_variable(norm,
     model = TinyConvNet(in_channels=3, side=16).eval().double()
     x = 0.45 + 0.1 * torch.rand(2, 3, 16, 16, dtype=torch.float64)
     attack = JPEGAttack(norm=norm, eps=eps, steps=3)
-    result = attack.search(model, x, torch.tensor([1, 2]))
+    result = attack.run(model, x, torch.tensor([1, 2]))
     codec = JPEGCodec()
     delta = torch.cat([(a - b).flatten(1) for a, b in zip(codec.encode(result.x_adv), codec.encode(x))], dim=1)
-    torch.testing.assert_close(delta, result.variables["coefficients"] / 2, rtol=0, atol=1e-7)
+    torch.testing.assert_close(delta, result.coefficients / 2, rtol=0, atol=1e-7)
 
 
 # -- budgets and box (hypothesis) -----------------------------------------------------------------
@@ -96,22 +115,27 @@ def _case(seed: int, channels: int, side: int, n: int) -> tuple[nn.Module, torch
     return TinyConvNet(in_channels=channels, side=side).eval(), x, y
 
 
+def _variables(result) -> dict[str, torch.Tensor]:
+    """The optimised variables an attack reports (every extra but the targets), in order."""
+    return {k: v for k, v in result.extras.items() if k != "target"}
+
+
 def _in_box(x_adv: torch.Tensor, x: torch.Tensor) -> None:
     assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
-CASE = dict(channels=st.sampled_from([1, 3]), side=st.sampled_from([8, 12, 16]), n=st.integers(1, 3),
-            steps=st.integers(1, 3), seed=st.integers(0, 2**16), rule=st.sampled_from(["seed", "upstream"]))
+CASE = {"channels": st.sampled_from([1, 3]), "side": st.sampled_from([8, 12, 16]), "n": st.integers(1, 3),
+        "steps": st.integers(1, 3), "seed": st.integers(0, 2**16), "rule": st.sampled_from(["seed", "upstream"])}
 
 
 @settings(max_examples=12, deadline=None)
 @given(norm=st.sampled_from(["linf", "l2", "l1"]), eps=st.floats(0.01, 300.0), box=st.floats(0.1, 3.0), **CASE)
 def test_jpeg_stays_in_its_coefficient_budget_and_the_box(norm, eps, box, channels, side, n, steps, seed, rule):
     model, x, y = _case(seed, channels, side, n)
-    result = JPEGAttack(norm=norm, eps=eps, steps=steps, step_rule=rule, coefficient_box=box).search(model, x, y)
+    result = JPEGAttack(norm=norm, eps=eps, steps=steps, step_rule=rule, coefficient_box=box).run(model, x, y)
     _in_box(result.x_adv, x)
-    v = result.variables["coefficients"]
+    v = result.coefficients
     size = {"linf": v.abs().amax(1), "l2": v.norm(dim=1), "l1": v.abs().sum(1)}[norm]
     assert torch.all(size <= eps * (1 + TOL) + 1e-6)
     if norm != "linf":
@@ -123,12 +147,13 @@ def test_jpeg_stays_in_its_coefficient_budget_and_the_box(norm, eps, box, channe
 def test_fog_stays_in_its_weight_budget_and_the_box(eps, channels, side, n, steps, seed, rule):
     model, x, y = _case(seed, channels, side, n)
     attack = FogAttack(eps=eps, steps=steps, step_rule=rule)
-    result = attack.search(model, x, y)
+    result = attack.run(model, x, y)
     _in_box(result.x_adv, x)
-    assert all(v.min() >= 0.0 and v.max() <= 1.0 for v in result.variables.values())
+    weights = _variables(result)
+    assert all(v.min() >= 0.0 and v.max() <= 1.0 for v in weights.values())
     # the image is (x + e F) / (max x + e) with the fog F of those weights, and F in [0, 1]
     e = eps / 255.0
-    fog = attack.fog(result.variables, side, side)
+    fog = attack.fog(weights, side, side)
     assert fog.min() >= 0.0 and fog.max() <= 1.0
     recovered = (result.x_adv * (x.amax(dim=(2, 3), keepdim=True) + e) - x) / e
     torch.testing.assert_close(recovered, fog.expand_as(x), rtol=0, atol=2e-4 * (1 + 1 / e))
@@ -138,9 +163,9 @@ def test_fog_stays_in_its_weight_budget_and_the_box(eps, channels, side, n, step
 @given(eps=st.floats(1.0, 800.0), support=st.sampled_from(["sparse", "complement"]), **CASE)
 def test_gabor_stays_in_its_weight_budget_and_the_box(eps, support, channels, side, n, steps, seed, rule):
     model, x, y = _case(seed, channels, side, n)
-    result = GaborAttack(eps=eps, steps=steps, step_rule=rule, support=support).search(model, x, y)
+    result = GaborAttack(eps=eps, steps=steps, step_rule=rule, support=support).run(model, x, y)
     _in_box(result.x_adv, x)
-    w = result.variables["weights"]
+    w = result.weights
     assert w.shape == (n, 1, side, side) and w.abs().max() <= 1.0
     delta = result.x_adv - x            # noise in [0, 1], scaled by eps / 255: it only brightens
     assert delta.min() >= -1e-6 and delta.max() <= eps / 255.0 * (1 + TOL) + 1e-6
@@ -151,9 +176,9 @@ def test_gabor_stays_in_its_weight_budget_and_the_box(eps, support, channels, si
 def test_snow_stays_in_its_intensity_budget_and_the_box(eps, budget, channels, side, n, steps, seed, rule):
     model, x, y = _case(seed, channels, side, n)
     attack = SnowAttack(eps=eps, steps=steps, step_rule=rule, budget=budget)
-    result = attack.search(model, x, y)
+    result = attack.run(model, x, y)
     _in_box(result.x_adv, x)
-    u = result.variables["intensities"]
+    u = result.intensities
     assert u.shape == (n, 7, math.ceil(side / 4), math.ceil(side / 4))
     assert u.min() > 0.0 and u.max() <= 1.0
     assert region_means(u).max() <= budget * (1 + TOL)
@@ -167,9 +192,9 @@ def test_snow_stays_in_its_intensity_budget_and_the_box(eps, budget, channels, s
 def test_elastic_stays_in_its_flow_budget_and_the_box(eps, kernel, channels, side, n, steps, seed, rule):
     model, x, y = _case(seed, channels, side, n)
     attack = ElasticAttack(eps=eps, steps=steps, step_rule=rule, kernel_size=kernel)
-    result = attack.search(model, x, y)
+    result = attack.run(model, x, y)
     _in_box(result.x_adv, x)
-    flow = result.variables["flow"]
+    flow = result.flow
     assert flow.shape == (n, 2, side, side) and flow.abs().max() <= eps * (1 + TOL)
     shift = attack.displacement(flow, attack._setup(x))
     assert shift.abs().max() <= eps * (1 + TOL)
@@ -204,9 +229,11 @@ def _naive_diamond_square(weights: list[np.ndarray], decay: float) -> np.ndarray
         for a in range(n):
             for b in range(n):
                 r, c = a * step, b * step
-                top = grid[r, c] + grid[r, (c + step) % size] + grid[(r - half) % size, c + half] + grid[r + half, c + half]
+                top = (grid[r, c] + grid[r, (c + step) % size]
+                       + grid[(r - half) % size, c + half] + grid[r + half, c + half])
                 grid[r, c + half] = top / 4 + wibble * (2 * wt[a, b] - 1)
-                left = grid[r, c] + grid[(r + step) % size, c] + grid[r + half, (c - half) % size] + grid[r + half, c + half]
+                left = (grid[r, c] + grid[(r + step) % size, c]
+                        + grid[r + half, (c - half) % size] + grid[r + half, c + half])
                 grid[r + half, c] = left / 4 + wibble * (2 * wl[a, b] - 1)
         step //= 2
         wibble /= decay
@@ -246,8 +273,8 @@ def test_gabor_kernels_match_a_per_image_formula():
 def test_gabor_support_sparse_is_the_draw_and_complement_is_the_seeds_mask():
     torch.manual_seed(0)
     model, x, y = TinyConvNet(in_channels=1, side=64).eval(), torch.rand(2, 1, 64, 64), torch.tensor([0, 1])
-    sparse = (GaborAttack(steps=2, support="sparse").search(model, x, y).variables["weights"] != 0).float().mean()
-    complement = (GaborAttack(steps=2, support="complement").search(model, x, y).variables["weights"] != 0).float().mean()
+    sparse = (GaborAttack(steps=2, support="sparse").run(model, x, y).weights != 0).float().mean()
+    complement = (GaborAttack(steps=2, support="complement").run(model, x, y).weights != 0).float().mean()
     assert 0.04 < sparse < 0.11 and complement > 0.85      # density 1/14 vs 13/14
 
 
@@ -257,7 +284,8 @@ def test_snow_transposed_convolution_equals_placing_flakes_and_convolving():
     assert kernels.shape == (7, 13, 13) and kernels.min() >= 0
     for height, width in ((28, 28), (10, 13)):
         u = torch.rand(2, 7, math.ceil(height / 4), math.ceil(width / 4), dtype=torch.float64)
-        want = F.conv2d(place_flakes(u ** 4, flake_offsets(torch.float64)), kernels[None], padding=6)[..., :height, :width]
+        flakes = place_flakes(u ** 4, flake_offsets(torch.float64))
+        want = F.conv2d(flakes, kernels[None], padding=6)[..., :height, :width]
         torch.testing.assert_close(SnowAttack.snow(u, {"stamps": flake_stamps(kernels)}, height, width), want,
                                    rtol=0, atol=1e-12)
 
@@ -316,20 +344,27 @@ def test_targets_are_uniform_over_the_other_classes_and_success_is_hitting_them(
     torch.manual_seed(0)
     model = TinyConvNet(in_channels=1, side=8).eval()
     x, y = torch.rand(600, 1, 8, 8), torch.randint(0, 10, (600,))
-    attack = ElasticAttack(steps=1)
-    result = attack.search(model, x, y)
-    assert torch.all(result.targets != y) and set(((result.targets - y) % 10).tolist()) == set(range(1, 10))
+    result = ElasticAttack(steps=1).run(model, x, y)
+    assert torch.all(result.target != y) and set(((result.target - y) % 10).tolist()) == set(range(1, 10))
     pred = model(result.x_adv).argmax(1)
-    assert torch.equal(result.success, pred == result.targets)
-    # perturb + success (what the lead's run() uses) agree with search
-    x_adv = attack(model, x[:5], y[:5])
-    assert torch.equal(attack.success(model, x_adv, y[:5]), model(x_adv).argmax(1) == attack._last_targets)
-    # given targets are used; untargeted success is "prediction changed"
+    assert torch.equal(result.success, pred == result.target)
+    # target_class="given": y holds the targets (the seed's seed-99 draw, say)
     fixed = (y[:5] + 3) % 10
-    assert torch.equal(attack.search(model, x[:5], y[:5], targets=fixed).targets, fixed)
-    untargeted = ElasticAttack(steps=1, targeted=False)
-    out = untargeted.search(model, x[:5], y[:5])
-    assert torch.equal(out.targets, y[:5]) and torch.equal(out.success, model(out.x_adv).argmax(1) != y[:5])
+    given = ElasticAttack(steps=1, target_class="given").run(model, x[:5], fixed)
+    assert torch.equal(given.target, fixed) and torch.equal(given.success, model(given.x_adv).argmax(1) == fixed)
+    # untargeted: ascend the label's loss, success = prediction changed
+    out = ElasticAttack(steps=1, targeted=False).run(model, x[:5], y[:5])
+    assert torch.equal(out.target, y[:5]) and torch.equal(out.success, model(out.x_adv).argmax(1) != y[:5])
+
+
+def test_call_and_run_give_the_same_images():
+    torch.manual_seed(0)
+    model, (x, y) = TinyConvNet(in_channels=3, side=16).eval(), _images(0, 3, 3, 16)
+    for attack in _all_attacks(steps=2):
+        torch.manual_seed(5)
+        x_adv = attack(model, x, y)
+        torch.manual_seed(5)
+        torch.testing.assert_close(attack.run(model, x, y).x_adv, x_adv, rtol=0, atol=0)
 
 
 def test_attacks_leave_the_model_unchanged():
@@ -382,7 +417,7 @@ def digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 def test_targeted_success_far_above_chance_on_a_natural_model(attack, digits_model):
     model, x, y = digits_model
     torch.manual_seed(1)
-    result = attack.search(model, x, y)
+    result = attack.run(model, x, y)
     assert result.success.float().mean() >= 0.35          # chance: 1/9 of the images already predict the target
     with torch.no_grad():
         assert (model(result.x_adv).argmax(1) != model(x).argmax(1)).float().mean() >= 0.35
@@ -392,10 +427,11 @@ def test_targeted_success_far_above_chance_on_a_natural_model(attack, digits_mod
 @pytest.mark.parametrize("make,message", [
     (lambda: FogAttack(eps=0.0), "eps must be > 0"),
     (lambda: SnowAttack(eps=-1.0), "eps must be > 0"),
-    (lambda: JPEGAttack(steps=0), "steps must be >= 1"),
+    (lambda: JPEGAttack(steps=0), "steps must be an integer >= 1"),
     (lambda: GaborAttack(steps=2.5), "steps must be an integer"),
     (lambda: ElasticAttack(step_size=0.0), "step_size must be > 0"),
     (lambda: FogAttack(step_rule="calibrated"), "step_rule must be one of 'seed', 'upstream'"),
+    (lambda: SnowAttack(target_class="worst"), "target_class must be one of"),
     (lambda: JPEGAttack(norm="l3"), "norm must be one of 'linf', 'l2', 'l1'"),
     (lambda: JPEGAttack(coefficient_box=0.0), "coefficient_box must be > 0"),
     (lambda: GaborAttack(kernel_size=4), "kernel_size must be an odd integer"),
@@ -414,10 +450,6 @@ def test_bad_inputs_are_named():
         FogAttack(steps=1)(model, torch.rand(2, 2, 8, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="one label per image"):
         FogAttack(steps=1)(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="targets must have the labels' shape"):
-        FogAttack(steps=1).search(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), targets=torch.tensor([1]))
-    with pytest.raises(ValueError, match="call the attack on this batch first"):
-        FogAttack(steps=1).success(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="at least 3x3 pixels"):
         ElasticAttack(steps=1)(model, torch.rand(2, 1, 2, 8), torch.tensor([0, 1]))
 

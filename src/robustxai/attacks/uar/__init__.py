@@ -4,7 +4,7 @@ One module per attack family (:mod:`.jpeg` with its codec :mod:`.jpeg_codec`, :m
 :mod:`.gabor`, :mod:`.snow`, :mod:`.elastic`) on the shared targeted loop of :mod:`.base`.
 """
 
-from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, UARAttack, UARSearch
+from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, UARAttack
 from robustxai.attacks.uar.elastic import ElasticAttack
 from robustxai.attacks.uar.fog import FogAttack
 from robustxai.attacks.uar.gabor import GaborAttack
@@ -12,5 +12,13 @@ from robustxai.attacks.uar.jpeg import JPEGAttack
 from robustxai.attacks.uar.jpeg_codec import JPEGCodec
 from robustxai.attacks.uar.snow import SnowAttack
 
-__all__ = ["ElasticAttack", "FogAttack", "GaborAttack", "JPEGAttack", "JPEGCodec", "SnowAttack",
-           "UARAttack", "UARSearch", "UPSTREAM_CALIBRATED_STEP"]
+__all__ = [
+           "UPSTREAM_CALIBRATED_STEP",
+           "ElasticAttack",
+           "FogAttack",
+           "GaborAttack",
+           "JPEGAttack",
+           "JPEGCodec",
+           "SnowAttack",
+           "UARAttack",
+]

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import Attack, ModelMode, attack_mode, check_choice, check_range
+from robustxai.attacks.base import (
+    TARGET_CLASSES,
+    Attack,
+    AttackResult,
+    ModelMode,
+    TargetClass,
+    check_choice,
+    check_range,
+    choose_targets,
+)
 
 StepRule = Literal["seed", "upstream"]
 STEP_RULES: tuple[str, ...] = ("seed", "upstream")
@@ -28,14 +36,11 @@ STEP_RULES: tuple[str, ...] = ("seed", "upstream")
 UPSTREAM_CALIBRATED_STEP = 0.002236
 
 
-@dataclass
-class UARSearch:
-    """What one run of a UAR attack produced, per image of the batch."""
-
-    x_adv: Tensor                    # the adversarial images, in the attack's box
-    targets: Tensor                  # the class each image was pushed towards (its label if untargeted)
-    success: Tensor                  # bool: predicted == target (targeted) or predicted != label
-    variables: dict[str, Tensor]     # the optimised variables, each with the batch as first axis
+def check_int(name: str, value: int, low: int = 1, odd: bool = False) -> None:
+    """Raise a ValueError naming the argument unless ``value`` is an integer ``>= low`` (and odd if asked)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (odd and value % 2 == 0):
+        kind = "an odd integer" if odd else "an integer"
+        raise ValueError(f"{name} must be {kind} >= {low}, got {value!r}")
 
 
 class UARAttack(Attack):
@@ -44,31 +49,34 @@ class UARAttack(Attack):
     ``eps`` is in the seed's units (see each attack). The step is ``step_size`` when given, otherwise
     the ``step_rule``: ``"seed"`` is seed 000's ``eps / sqrt(steps)`` for every attack,
     ``"upstream"`` is advex-uar's calibrated step where it has one (fog, snow, gabor: 0.002236)
-    and ``eps / sqrt(steps)`` otherwise. ``targeted=True`` draws a uniformly random class other
-    than the label for every image and descends its cross-entropy; success is
-    ``prediction == target``. ``targeted=False`` ascends the label's cross-entropy instead.
+    and ``eps / sqrt(steps)`` otherwise. ``targeted=True`` descends the cross-entropy of a target
+    class per image, by default (``target_class="random"``) the seed's: uniform over the classes
+    other than the label; ``"given"`` takes ``y`` as the targets (e.g. the seed's seed-99 draw).
+    Success is ``prediction == target``. ``targeted=False`` ascends the label's cross-entropy
+    instead (success: prediction changed). :meth:`run` returns the targets (extra ``target``) and
+    the optimised variables (one extra each).
     """
 
     calibrated_step: ClassVar[float | None] = None
 
     def __init__(self, eps: float, steps: int = 200, step_size: float | None = None,
-                 step_rule: StepRule = "seed", targeted: bool = True, random_init: bool = True,
-                 box: tuple[float, float] = (0.0, 1.0), model_mode: ModelMode = "eval") -> None:
+                 step_rule: StepRule = "seed", targeted: bool = True, target_class: TargetClass = "random",
+                 random_init: bool = True, box: tuple[float, float] = (0.0, 1.0),
+                 model_mode: ModelMode = "eval") -> None:
         super().__init__(box=box, model_mode=model_mode)
         check_range("eps", eps, low=0.0, low_open=True)
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        check_range("steps", steps, low=1)
+        check_int("steps", steps, low=1)
         if step_size is not None:
             check_range("step_size", step_size, low=0.0, low_open=True)
         check_choice("step_rule", step_rule, STEP_RULES)
+        check_choice("target_class", target_class, TARGET_CLASSES)
         self.eps = float(eps)
         self.steps = int(steps)
         self.step_size = None if step_size is None else float(step_size)
         self.step_rule: StepRule = step_rule
         self.targeted = bool(targeted)
+        self.target_class: TargetClass = target_class
         self.random_init = bool(random_init)
-        self._last_targets: Tensor | None = None
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -80,34 +88,9 @@ class UARAttack(Attack):
             return self.calibrated_step
         return self.eps / math.sqrt(self.steps)
 
-    def search(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None = None) -> UARSearch:
-        """Run the attack and return the images, targets, success flags and optimised variables.
-
-        ``targets`` fixes the target class of each image (e.g. the seed's seed-99 targets);
-        by default they are drawn as the seed draws them, ``(y + 1 + U{0..C-2}) mod C``.
-        """
-        with attack_mode(model, self.model_mode):
-            result = self._search(model, x.detach().clone(), y.detach(),
-                                  None if targets is None else targets.detach())
-        self._last_targets = result.targets
-        return result
-
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Adversarial images for ``x``; the targets drawn are kept for :meth:`success`."""
-        result = self._search(model, x, y, None)
-        self._last_targets = result.targets
-        return result.x_adv
-
-    def success(self, model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-        """Per image: predicted == target of the last call (targeted), or predicted != label."""
-        with torch.no_grad():
-            pred = model(x_adv).argmax(dim=1)
-        if not self.targeted:
-            return pred != y
-        if self._last_targets is None or self._last_targets.shape != y.shape:
-            raise ValueError(f"{type(self).__name__}.success needs the targets of the batch it attacked: "
-                             f"call the attack on this batch first (or use .search(), which returns them)")
-        return pred == self._last_targets.to(pred.device)
+        """Adversarial images for ``x`` (the ``x_adv`` of :meth:`search`)."""
+        return self.search(model, x, y).x_adv
 
     # -- what a subclass supplies -------------------------------------------------------------
     def _setup(self, x: Tensor) -> dict[str, Any]:
@@ -138,14 +121,16 @@ class UARAttack(Attack):
         return self._project(moved, ctx)
 
     # -- the loop -------------------------------------------------------------------------------
-    def _search(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None) -> UARSearch:
+    def search(self, model: nn.Module, x: Tensor, y: Tensor) -> AttackResult:
+        """The whole attack on a detached batch (model mode set by :meth:`run` or ``__call__``)."""
         self._check_batch(x, y)
         low, high = self.box
         unit = (x - low) / (high - low)                          # the attacks work in [0, 1]
-        if targets is None:
-            targets = self._draw_targets(model, x, y) if self.targeted else y
-        elif targets.shape != y.shape:
-            raise ValueError(f"targets must have the labels' shape {tuple(y.shape)}, got {tuple(targets.shape)}")
+        if self.targeted:
+            with torch.no_grad():
+                targets = choose_targets(model(x), y, self.target_class)
+        else:
+            targets = y
         ctx = self._setup(unit)
         variables = self._init(unit, ctx)   # the seed's start (every returned iterate is projected)
         sign = -1.0 if self.targeted else 1.0                    # towards the target, or away from the label
@@ -161,16 +146,7 @@ class UARAttack(Attack):
             x_adv = (self._render(unit, variables, ctx).clamp(0.0, 1.0) * (high - low) + low).detach()
             pred = model(x_adv).argmax(dim=1)
         success = pred == targets if self.targeted else pred != y
-        return UARSearch(x_adv, targets, success, {k: v.detach() for k, v in variables.items()})
-
-    def _draw_targets(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The seed's target: a uniformly random class other than the label, ``(y + 1 + U{0..C-2}) mod C``."""
-        with torch.no_grad():
-            num_classes = model(x[:1]).shape[1]
-        if num_classes < 2:
-            raise ValueError(f"a targeted attack needs at least 2 classes, the model has {num_classes}")
-        offset = torch.randint(0, num_classes - 1, y.shape, device=y.device)
-        return (y + 1 + offset) % num_classes
+        return AttackResult(x_adv, success, None, {**{k: v.detach() for k, v in variables.items()}, "target": targets})
 
     def _check_batch(self, x: Tensor, y: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] not in (1, 3):

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_range
-from robustxai.attacks.uar.base import StepRule, UARAttack
+from robustxai.attacks.base import ModelMode, TargetClass, check_range
+from robustxai.attacks.uar.base import StepRule, UARAttack, check_int
 
 
 def gaussian_kernel(size: int, std: float, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -41,13 +41,13 @@ class ElasticAttack(UARAttack):
     """Targeted elastic warp: sign steps on a pixel flow field kept in ``[-eps, eps]``."""
 
     def __init__(self, eps: float = 1.0, steps: int = 200, step_size: float | None = None,
-                 step_rule: StepRule = "seed", targeted: bool = True, random_init: bool = True,
+                 step_rule: StepRule = "seed", targeted: bool = True,
+                 target_class: TargetClass = "random", random_init: bool = True,
                  kernel_size: int = 5, kernel_std: float | None = None, box: tuple[float, float] = (0.0, 1.0),
                  model_mode: ModelMode = "eval") -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, step_rule=step_rule, targeted=targeted,
-                         random_init=random_init, box=box, model_mode=model_mode)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+                         target_class=target_class, random_init=random_init, box=box, model_mode=model_mode)
+        check_int("kernel_size", kernel_size, low=1, odd=True)
         if kernel_std is not None:
             check_range("kernel_std", kernel_std, low=0.0, low_open=True)
         self.kernel_size = int(kernel_size)

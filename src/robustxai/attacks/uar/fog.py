@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_range
+from robustxai.attacks.base import ModelMode, TargetClass, check_range
 from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, StepRule, UARAttack
 
 INITIAL_WIBBLE = 100.0
@@ -33,7 +33,7 @@ def fog_map_size(height: int, width: int) -> int:
 
 def fog_levels(map_size: int) -> int:
     """Number of diamond-square levels for an ``M x M`` grid (``log2 M``)."""
-    return int(round(math.log2(map_size)))
+    return round(math.log2(map_size))
 
 
 def diamond_square(weights: list[Tensor], wibble_decay: float) -> Tensor:
@@ -68,11 +68,12 @@ class FogAttack(UARAttack):
     calibrated_step = UPSTREAM_CALIBRATED_STEP
 
     def __init__(self, eps: float = 2048.0, steps: int = 200, step_size: float | None = None,
-                 step_rule: StepRule = "seed", targeted: bool = True, random_init: bool = True,
+                 step_rule: StepRule = "seed", targeted: bool = True,
+                 target_class: TargetClass = "random", random_init: bool = True,
                  wibble_decay: float = 2.0, box: tuple[float, float] = (0.0, 1.0),
                  model_mode: ModelMode = "eval") -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, step_rule=step_rule, targeted=targeted,
-                         random_init=random_init, box=box, model_mode=model_mode)
+                         target_class=target_class, random_init=random_init, box=box, model_mode=model_mode)
         check_range("wibble_decay", wibble_decay, low=0.0, low_open=True)
         self.wibble_decay = float(wibble_decay)
 

@@ -21,8 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_choice, check_range
-from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, StepRule, UARAttack
+from robustxai.attacks.base import ModelMode, TargetClass, check_choice, check_range
+from robustxai.attacks.uar.base import (
+    UPSTREAM_CALIBRATED_STEP,
+    StepRule,
+    UARAttack,
+    check_int,
+)
 
 Support = Literal["sparse", "complement"]
 MAX_SIDES = 10
@@ -67,13 +72,13 @@ class GaborAttack(UARAttack):
     calibrated_step = UPSTREAM_CALIBRATED_STEP
 
     def __init__(self, eps: float = 400.0, steps: int = 200, step_size: float | None = None,
-                 step_rule: StepRule = "seed", targeted: bool = True, random_init: bool = True,
+                 step_rule: StepRule = "seed", targeted: bool = True,
+                 target_class: TargetClass = "random", random_init: bool = True,
                  kernel_size: int = 23, density: float = 1.0 / 14.0, support: Support = "complement",
                  box: tuple[float, float] = (0.0, 1.0), model_mode: ModelMode = "eval") -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, step_rule=step_rule, targeted=targeted,
-                         random_init=random_init, box=box, model_mode=model_mode)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+                         target_class=target_class, random_init=random_init, box=box, model_mode=model_mode)
+        check_int("kernel_size", kernel_size, low=1, odd=True)
         check_range("density", density, low=0.0, high=1.0, low_open=True)
         check_choice("support", support, ("sparse", "complement"))
         self.kernel_size = int(kernel_size)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_choice, check_range
+from robustxai.attacks.base import ModelMode, TargetClass, check_choice, check_range
 from robustxai.attacks.uar.base import StepRule, UARAttack
 from robustxai.attacks.uar.jpeg_codec import JPEGCodec
 
@@ -35,10 +35,11 @@ class JPEGAttack(UARAttack):
 
     def __init__(self, norm: JPEGNorm = "linf", eps: float = 0.25, steps: int = 200,
                  step_size: float | None = None, step_rule: StepRule = "seed", targeted: bool = True,
+                 target_class: TargetClass = "random",
                  random_init: bool = True, coefficient_box: float = 2.0, chroma_subsampling: bool = True,
                  box: tuple[float, float] = (0.0, 1.0), model_mode: ModelMode = "eval") -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, step_rule=step_rule, targeted=targeted,
-                         random_init=random_init, box=box, model_mode=model_mode)
+                         target_class=target_class, random_init=random_init, box=box, model_mode=model_mode)
         check_choice("norm", norm, ("linf", "l2", "l1"))
         check_range("coefficient_box", coefficient_box, low=0.0, low_open=True)
         self.norm: JPEGNorm = norm

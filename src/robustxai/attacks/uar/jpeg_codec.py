@@ -146,7 +146,7 @@ class JPEGCodec:
         if self.chroma_subsampling:
             planes[1:] = [p.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2) for p in planes[1:]]
         rgb = ycbcr_to_rgb(torch.stack(planes, dim=1)) / 255.0
-        left, right, top, bottom = self.padding(height, width)
+        left, _, top, _ = self.padding(height, width)
         rgb = rgb[:, :, top:top + height, left:left + width]
         return rgb.mean(dim=1, keepdim=True) if channels == 1 else rgb
 

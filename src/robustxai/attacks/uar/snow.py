@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, check_range
+from robustxai.attacks.base import ModelMode, TargetClass, check_range
 from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, StepRule, UARAttack
 
 FLAKES = 7
@@ -97,11 +97,12 @@ class SnowAttack(UARAttack):
     calibrated_step = UPSTREAM_CALIBRATED_STEP
 
     def __init__(self, eps: float = 2.0, steps: int = 200, step_size: float | None = None,
-                 step_rule: StepRule = "seed", targeted: bool = True, random_init: bool = True,
+                 step_rule: StepRule = "seed", targeted: bool = True,
+                 target_class: TargetClass = "random", random_init: bool = True,
                  budget: float = 0.2, discolor: float = 0.25, box: tuple[float, float] = (0.0, 1.0),
                  model_mode: ModelMode = "eval") -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, step_rule=step_rule, targeted=targeted,
-                         random_init=random_init, box=box, model_mode=model_mode)
+                         target_class=target_class, random_init=random_init, box=box, model_mode=model_mode)
         check_range("budget", budget, low=0.0, high=1.0, low_open=True)
         check_range("discolor", discolor, low=0.0, high=1.0)
         self.budget = float(budget)
@@ -109,7 +110,7 @@ class SnowAttack(UARAttack):
 
     def _setup(self, x: Tensor) -> dict[str, Any]:
         kernels = flake_kernels(x.dtype, x.device)
-        return {"kernels": kernels[None], "stamps": flake_stamps(kernels),                # (1, 7, 13, 13), (7, 1, 16, 16)
+        return {"kernels": kernels[None], "stamps": flake_stamps(kernels),   # (1, 7, 13, 13), (7, 1, 16, 16)
                 "luma": torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1).to(x.device)}
 
     def _init(self, x: Tensor, ctx: dict[str, Any]) -> dict[str, Tensor]:
