@@ -7,6 +7,7 @@ from robustxai.attacks.explanation import (ExplanationAttack, MassCenterAttack, 
 from robustxai.attacks.pgd import FGSM, PGD
 from robustxai.attacks.surrogate import softplus_surrogate
 from robustxai.attacks.trades import TradesKL
+from robustxai.attacks.uar import ElasticAttack, FogAttack, GaborAttack, JPEGAttack, SnowAttack  # noqa: F401
 from robustxai.attacks.woods import WoodsAttack
 
 __all__ = ["Attack", "AttributionNormPGD", "ExplanationAttack", "FGSM", "MassCenterAttack", "PGD",
