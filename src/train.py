@@ -13,7 +13,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from robustxai.errors import UserError
-    from robustxai.tasks import train
+    from robustxai.tasks.train import train
 
     try:
         metrics = train(cfg)

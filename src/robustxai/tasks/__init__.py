@@ -1,6 +1,5 @@
-"""Tasks behind the entry points: compose nothing, take a resolved config, run, return metrics."""
+"""Tasks behind the entry points: compose nothing, take a resolved config, run, return metrics.
 
-from robustxai.tasks.evaluate import evaluate
-from robustxai.tasks.train import train
-
-__all__ = ["evaluate", "train"]
+One module per task (``train``, ``evaluate``, ``explain``, ``analyze``), each with a function of the same
+concept; ``conf/task/`` names them by their module path (e.g. ``robustxai.tasks.evaluate.evaluate``).
+"""
