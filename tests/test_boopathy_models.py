@@ -376,3 +376,28 @@ def test_released_mnist_networks_accuracy_on_the_full_test_set(tmp_path):
         with torch.no_grad():
             pred = torch.cat([net(chunk).argmax(1) for chunk in x.split(1000)])
         assert round(float((pred == y).double().mean()), 3) == round(expected, 3), name
+
+
+CIFAR10_ACCURACY = {  # fraction of the 10,000 CIFAR-10 test images classified correctly, measured here
+    "cifar_smallgap_normal_200.pkl": 0.6719, "cifar_smallgap_adv_200.pkl": 0.5364,
+    "cifar_smallgap_trades_200.pkl": 0.6398, "cifar_smallgap_int_200.pkl": 0.5280,
+    "cifar_smallgap_int2_200.pkl": 0.5194, "cifar_wresnet_normal_200.pkl": 0.7620,
+    "cifar_wresnet_adv_200.pkl": 0.7473, "cifar_wresnet_int_200.pkl": 0.7467,
+}
+
+
+@pytest.mark.slow
+def test_released_cifar10_networks_accuracy_on_the_full_test_set(tmp_path):
+    from robustxai.data.cifar10 import load_cifar10
+
+    data_dir = Path(os.environ.get("DATA_DIR", ROOT.parent / "shared" / "data"))
+    if not (data_dir / "cifar-10-batches-py").is_dir():
+        pytest.skip(f"CIFAR-10 not in {data_dir}")
+    x, y = load_cifar10(data_dir, train=False, download=False, cache_dir=tmp_path)
+    x = x.float() / 255
+    assert len(y) == 10_000
+    for name, expected in CIFAR10_ACCURACY.items():
+        net = load_boopathy_network(released(name))
+        with torch.no_grad():
+            pred = torch.cat([net(chunk).argmax(1) for chunk in x.split(500)])
+        assert round(float((pred == y).double().mean()), 3) == round(expected, 3), name
