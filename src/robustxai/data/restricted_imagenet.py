@@ -210,11 +210,13 @@ def seed_resize(image: Tensor, size: int = 224) -> Tensor:
     _, height, width = image.shape
     x0, x1, a0, a1 = _linear_taps(width, size, clamp=True)
     y0, y1, b0, b1 = _linear_taps(height, size, clamp=False)
-    pixels = image.long()
-    rows = pixels[:, :, x0] * a0 + pixels[:, :, x1] * a1                     # (C, H, size), scale 2048
-    b0, b1 = b0[:, None], b1[:, None]
-    out = (((b0 * (rows[:, y0] >> 4)) >> 16) + ((b1 * (rows[:, y1] >> 4)) >> 16) + 2) >> 2
-    return out.clamp_(0, 255).to(torch.uint8)
+    a0, a1, b0, b1 = (w.to(torch.int32) for w in (a0, a1, b0, b1))  # every product stays below 2^27
+    pixels = image.to(torch.int32)
+    rows = torch.index_select(pixels, 2, x0) * a0 + torch.index_select(pixels, 2, x1) * a1  # (C, H, size), x2048
+    rows >>= 4
+    top = torch.index_select(rows, 1, y0).mul_(b0[:, None]).bitwise_right_shift_(16)
+    bottom = torch.index_select(rows, 1, y1).mul_(b1[:, None]).bitwise_right_shift_(16)
+    return top.add_(bottom).add_(2).bitwise_right_shift_(2).clamp_(0, 255).to(torch.uint8)
 
 
 def random_resized_crop_box(width: int, height: int, generator: torch.Generator, scale: tuple[float, float] = (0.08, 1.0),
