@@ -6,14 +6,70 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def config_options(group: str) -> list[str]:
+    """The option names of a config group (``conf/<group>/*.yaml``), sorted."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(config_name: str = "train", overrides: Sequence[str] = (), tmp_path: Path | None = None,
+                   return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with command-line ``overrides``, as the entry points do.
+
+    With ``tmp_path``, run outputs (and any data download) go under it, so a test never writes into the
+    repository or ``DATA_DIR``.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    if tmp_path is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.paths.data_dir = str(tmp_path / "data")
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``compose_cfg(config_name, overrides)``: :func:`compose_config` writing under the test's ``tmp_path``."""
+
+    def make(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+        return compose_config(config_name, overrides, tmp_path)
+
+    return make
+
+
+def build_everything(cfg: DictConfig) -> dict:
+    """Instantiate every component of a composed config without touching any data; returns the built objects."""
+    from robustxai.tasks.common import build_attack_callbacks, build_components, build_datamodule, build_model
+    from robustxai.utils.config import instantiate, validate_config
+
+    validate_config(cfg)
+    built: dict = {"datamodule": build_datamodule(cfg)}
+    built["model"] = build_model(cfg, built["datamodule"])
+    if "method" in cfg:
+        built["method"] = instantiate(cfg.method, "method", model=built["model"])
+    built["attack_callbacks"] = build_attack_callbacks(cfg, Path(cfg.paths.output_dir))
+    built["callbacks"] = build_components(cfg, "callbacks")
+    if "wandb" not in cfg.get("logger", {}):
+        built["loggers"] = build_components(cfg, "logger")
+    if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available():
+        built["trainer"] = instantiate(cfg.trainer, "trainer", logger=False)
+    return built
 
 
 class TinyConvNet(nn.Module):

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import copy
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 from torch import nn
 
 from robustxai.attacks.attribution_norm import AttributionNormPGD
@@ -23,7 +19,7 @@ from robustxai.methods.natural import NaturalTraining
 from robustxai.methods.pgd_at import PGDAdversarialTraining
 from robustxai.methods.schedules import PiecewiseConstantLR, sgd_decay_weights_only
 from robustxai.utils.config import validate_config
-from tests.conftest import ROOT, TinyConvNet, results, run_cli, shared_dataset
+from tests.conftest import ROOT, TinyConvNet, compose_config, results, run_cli, shared_dataset
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
 DATASETS = ["mnist", "fashion_mnist", "gtsrb", "flower17"]
@@ -299,12 +295,7 @@ def test_piecewise_lr_follows_tf_piecewise_constant_and_decay_skips_biases():
 
 # -- configs and experiments -------------------------------------------------------------------------------------------
 def compose_train(overrides, tmp_path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return compose_config("train", overrides, tmp_path)
 
 
 def available(group: str, name: str) -> bool:

@@ -14,12 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, results, run_cli
+from tests.conftest import ROOT, compose_config, results, run_cli
 
 SMALL = ["debug=limit", "trainer.accelerator=cpu", "attack.pgd.steps=5"]
 TEST_SUBSET = 101  # odd: 2 ranks get 51 + 50 examples, any padding or duplication would change the metrics
@@ -134,9 +132,7 @@ def test_submitit_local_launcher_runs_both_jobs(tmp_path):
 
 
 def compose_hydra(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def test_joblib_launcher_config_composes():

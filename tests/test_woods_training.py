@@ -11,8 +11,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
@@ -22,7 +20,7 @@ from robustxai.methods.lipschitz import PsiIntegrator, draw_selection, input_gra
 from robustxai.methods.woods import WoodsTraining
 from robustxai.models.woods_resnet import WoodsResNet
 from robustxai.utils.config import instantiate, validate_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 
 CONF = ROOT / "conf"
 EXPERIMENTS = ["woods_standard", "woods_adv_train", "woods_robust", "woods_all"]
@@ -349,13 +347,7 @@ def test_plain_adversarial_examples_stay_within_rms_eps_and_half_and_half_keeps_
 
 # -- optimiser and schedule -------------------------------------------------------------------------
 def compose_cfg(overrides: list[str], tmp_path: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
+    return compose_config("train", overrides, tmp_path)
 
 
 def test_sgd_decays_every_parameter_and_lr_drops_at_epochs_170_and_195(tmp_path):
