@@ -271,7 +271,8 @@ def test_surrogate_follows_the_model_and_passes_gradients_to_its_parameters():
     assert net.features[1].conv.weight.grad is not None and net.features[1].conv.weight.grad.abs().sum() > 0
     assert wrapped.points_per_input == 1 and "beta=1" in repr(wrapped)
     with pytest.raises(ValueError, match="no nn.ReLU"):
-        SurrogateAttribution(Saliency())(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 10)), x.float(), y)
+        linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 10))
+        SurrogateAttribution(Saliency())(linear, x.float(), y)
     with pytest.raises(ValueError, match="beta must be a number > 0"):
         SurrogateAttribution(Saliency(), beta=0)
 

@@ -166,7 +166,7 @@ def boopathy_state_dict(params: list[tuple[np.ndarray, ...]], arch: str) -> dict
 
 def load_boopathy_params(model: BoopathyNet, params: list[tuple[np.ndarray, ...]], path: str | Path) -> None:
     """Copy a file's layer list into ``model`` with strict key and shape checks."""
-    found, channels, classes = check_file_fits(params, path, model.arch, model.in_channels, model.num_classes)
+    found, _, _ = check_file_fits(params, path, model.arch, model.in_channels, model.num_classes)
     state = boopathy_state_dict(params, found)
     own = model.state_dict()
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
