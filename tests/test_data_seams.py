@@ -12,7 +12,12 @@ from torch import Tensor, nn
 
 from robustxai.data.base import DataModule, TensorDataModule, TensorLoader
 from robustxai.data.order import EpochCursor, epoch_order, shard_length
-from robustxai.data.streaming import StreamingDataModule, StreamingDataset, StreamingLoader, sample_seed
+from robustxai.data.streaming import (
+    StreamingDataModule,
+    StreamingDataset,
+    StreamingLoader,
+    sample_seed,
+)
 from robustxai.tasks.common import build_model
 
 N_TRAIN, N_TEST = 23, 11

@@ -17,8 +17,16 @@ from omegaconf import open_dict
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from robustxai.data.restricted_imagenet import (CLASS_NAMES, RestrictedImageNetDataModule, center_crop, random_crop,
-                                                random_resized_crop_box, restricted_label, scan_split, seed_resize)
+from robustxai.data.restricted_imagenet import (
+    CLASS_NAMES,
+    RestrictedImageNetDataModule,
+    center_crop,
+    random_crop,
+    random_resized_crop_box,
+    restricted_label,
+    scan_split,
+    seed_resize,
+)
 from robustxai.data.streaming import StreamingLoader
 from robustxai.errors import DatasetError
 from robustxai.tasks.common import build_datamodule, build_model

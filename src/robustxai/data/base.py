@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -262,4 +263,4 @@ class TensorDataModule(DataModule):
         return self._loader("test", train=False)
 
 
-__all__ = ["DataModule", "SPLITS", "TensorDataModule", "TensorLoader", "to_unit_box"]
+__all__ = ["SPLITS", "DataModule", "TensorDataModule", "TensorLoader", "to_unit_box"]

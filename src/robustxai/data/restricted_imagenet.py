@@ -232,16 +232,16 @@ def random_resized_crop_box(width: int, height: int, generator: torch.Generator,
         u = torch.rand(2, generator=generator).tolist()
         target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
         aspect = float(np.exp(log_low + (log_high - log_low) * u[1]))
-        w, h = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
+        w, h = round((target * aspect) ** 0.5), round((target / aspect) ** 0.5)
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
             return left, top, w, h
     aspect = width / height
     if aspect < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
+        w, h = width, round(width / ratio[0])
     elif aspect > ratio[1]:
-        w, h = int(round(height * ratio[1])), height
+        w, h = round(height * ratio[1]), height
     else:
         w, h = width, height
     return (width - w) // 2, (height - h) // 2, w, h
@@ -249,14 +249,14 @@ def random_resized_crop_box(width: int, height: int, generator: torch.Generator,
 
 def center_crop(picture: Image.Image, size: int = 224) -> Image.Image:
     """The usual ImageNet evaluation view: shorter side resized to ``size / 0.875`` (256 for 224), centre crop."""
-    short = int(round(size / 0.875))
+    short = round(size / 0.875)
     width, height = picture.size
     if width <= height:
         new_w, new_h = short, int(short * height / width)
     else:
         new_w, new_h = int(short * width / height), short
     picture = picture.resize((new_w, new_h), Image.BILINEAR)
-    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
     return picture.crop((left, top, left + size, top + size))
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -180,7 +181,7 @@ class StreamingDataModule(DataModule):
         if stage in (None, "fit", "validate") and "train" not in self.views:
             dataset = self.dataset(train=True)
             v = self._train_val_bounds(len(dataset))
-            self.views["val"] = (dataset, range(0, v))
+            self.views["val"] = (dataset, range(v))
             self.views["train"] = (dataset, range(v, len(dataset)))
         if stage in (None, "test") and "test" not in self.views:
             dataset = self.dataset(train=False)
