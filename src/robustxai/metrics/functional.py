@@ -255,3 +255,16 @@ def mass_center_shift(a: Tensor, b: Tensor, truncate: bool = False) -> Tensor:
     if truncate:
         ca, cb = ca.trunc(), cb.trunc()
     return (ca - cb).norm(dim=1)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson's r per map pair, equal to ``scipy.stats.pearsonr(a_i, b_i).statistic``; NaN for a constant map.
+
+    Computed in float64 from centred maps (no running sums), so large map offsets lose no precision.
+    """
+    a, b = _flat_pair(a, b, "pearson")
+    da = a.double() - a.double().mean(dim=1, keepdim=True)
+    db = b.double() - b.double().mean(dim=1, keepdim=True)
+    denom = ((da * da).sum(dim=1) * (db * db).sum(dim=1)).sqrt()
+    r = ((da * db).sum(dim=1) / denom).clamp(-1.0, 1.0)  # 0 / 0 (a constant map) stays NaN through clamp
+    return r.to(_result_dtype(a))
