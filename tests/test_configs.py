@@ -123,3 +123,21 @@ def test_explain_settings_build_with_their_values(explain, compose_cfg):
     settings = instantiate(cfg.explain, "explain")
     assert settings.indices == list(cfg.explain.indices) and settings.rho == cfg.explain.rho
     assert settings.attack().eps == cfg.explain.rho and settings.attack().mode == "plain"
+
+
+def _targets() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(":")
+            if key == "_target_" and value.strip().startswith("robustxai."):
+                found.append((str(path.relative_to(CONF)), value.strip()))
+    return found
+
+
+@pytest.mark.parametrize("where, target", _targets())
+def test_every_target_is_spelled_by_its_defining_module(where, target):
+    """One spelling of ``_target_`` paths: the module that defines the object, never a package re-export."""
+    obj = get_method(target) if "." in target else None
+    module, _, name = target.rpartition(".")
+    assert obj.__module__ == module, f"{where}: write {obj.__module__}.{name} instead of {target}"

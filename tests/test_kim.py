@@ -374,7 +374,7 @@ def test_kim_grid_sweeps_expand_to_the_seeds_networks(grid, tmp_path):
         cfg = compose_cfg("train", job, tmp_path)
         validate_config(cfg)
         attack = cfg.method.attack
-        assert cfg.method._target_ == "robustxai.methods.PGDAdversarialTraining"
+        assert cfg.method._target_ == "robustxai.methods.pgd_at.PGDAdversarialTraining"
         assert (attack.norm, attack.step_size, attack.steps, attack.random_start, attack["update"]) == (
             norm, step, 40, False, "kim")
         seen.add((attack.eps, attack.loss))
@@ -392,7 +392,7 @@ def test_kim_standard_networks_compose_with_the_seeds_settings(dataset, model, e
     assert sweep_jobs(f"kim_{dataset}_standard") == [[f"experiment=kim_{dataset}_standard"]]
     cfg = compose_cfg("train", [f"experiment=kim_{dataset}_standard"], tmp_path)
     validate_config(cfg)
-    assert cfg.model._target_ == f"robustxai.models.{model}" and cfg.method._target_ == "robustxai.methods.NaturalTraining"
+    assert cfg.model._target_ == f"robustxai.models.kim.{model}" and cfg.method._target_ == "robustxai.methods.natural.NaturalTraining"
     assert (cfg.data.batch_size, cfg.data.val_size, cfg.trainer.max_epochs) == (100, val_size, epochs)
     assert cfg.method.optimizer.lr == 1e-3 and cfg.method.optimizer._target_ == "torch.optim.Adam"
     assert (cfg.attack.pgd_l2.eps, cfg.attack.pgd_l2.step_size, cfg.attack.pgd_l2["update"]) == (0.2, 1.0, "kim")

@@ -207,5 +207,5 @@ def test_multirun_without_key_or_wandb_mode_is_offline_one_run_per_job(tmp_path,
     assert runs[0]["id"] != runs[1]["id"]
     assert "method=natural" in runs[0]["name"] and "method=pgd_at" in runs[1]["name"]
     assert runs[0]["config"]["method"]["_target_"] == "robustxai.methods.NaturalTraining"
-    assert runs[1]["config"]["method"]["_target_"] == "robustxai.methods.PGDAdversarialTraining"
+    assert runs[1]["config"]["method"]["_target_"] == "robustxai.methods.pgd_at.PGDAdversarialTraining"
     assert trap.connections == 0
