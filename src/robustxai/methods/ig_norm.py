@@ -22,24 +22,27 @@ from robustxai.attributions.path_loss import loss_path_ig, path_fractions
 from robustxai.methods.adversarial import AdversarialMethod
 from robustxai.methods.base import OptimizerFactory, SchedulerFactory
 
-Reduction = Literal["sum", "mean"]
+Reduction = Literal["sum", "mean", "seed000"]
 
 
 class _AttributionRegularised(AdversarialMethod):
     """Shared parts: the regulariser R(x, x'), the reduction and the separate logs of both terms.
 
     ``reduction="sum"`` (the seed's) sums CE over the batch and sums |IG| over the batch and every
-    pixel; ``"mean"`` divides both by the batch size. ``train/ce`` and ``train/ig_norm`` are always
-    logged as per-example means, so runs with either reduction compare directly.
+    pixel; ``"mean"`` divides both by the batch size. ``"seed000"`` is Boopathy et al.'s variant (their
+    IG of the batch-*mean* CE, spec seed_boopathy §1.3, §7.4): mean CE + weight * mean_b ||IG_b||_1 / B,
+    the explicit 1/B being the only weight in that seed (which has no lam: weight 1). ``train/ce`` and
+    ``train/ig_norm`` are always logged as per-example means, so runs with any reduction compare directly.
     """
 
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack, weight: float,
                  ig_steps: int, reduction: Reduction, max_batch: int | None,
                  scheduler: SchedulerFactory | None, scheduler_interval: str,
-                 eps_warmup_steps: int, eps_ramp_steps: int) -> None:
-        super().__init__(model, optimizer, attack, scheduler, scheduler_interval, eps_warmup_steps, eps_ramp_steps)
+                 eps_warmup_steps: int, eps_ramp_steps: int, eps_ramp_step_size: bool = True) -> None:
+        super().__init__(model, optimizer, attack, scheduler, scheduler_interval, eps_warmup_steps, eps_ramp_steps,
+                         eps_ramp_step_size)
         path_fractions(ig_steps)  # ValueError unless ig_steps is an integer >= 1
-        check_choice("reduction", reduction, ("sum", "mean"))
+        check_choice("reduction", reduction, ("sum", "mean", "seed000"))
         if max_batch is not None:
             check_range("max_batch", max_batch, low=1)
         self.weight = float(weight)
@@ -59,9 +62,15 @@ class _AttributionRegularised(AdversarialMethod):
         return path.norm, path.end_logits
 
     def combine(self, ce: Tensor, reg: Tensor | None) -> Tensor:
-        """``reduce(CE) + weight * reduce(R)`` from per-example terms, and log both terms."""
+        """``reduce(CE) + weight * reduce(R)`` (``seed000``: ``mean(CE) + weight * mean(R) / B``) from per-example
+        terms, and log both terms."""
         reduce = torch.sum if self.reduction == "sum" else torch.mean
-        loss = reduce(ce) if reg is None else reduce(ce) + self.weight * reduce(reg)
+        if reg is None:
+            loss = reduce(ce)
+        elif self.reduction == "seed000":  # Boopathy et al.: the IG of the batch-mean CE carries a 1/B
+            loss = ce.mean() + self.weight * reg.mean() / ce.shape[0]
+        else:
+            loss = reduce(ce) + self.weight * reduce(reg)
         if self._trainer is not None:  # also usable outside a Trainer (tests, benchmarks)
             self.log("train/ce", ce.detach().mean())
             if reg is not None:
@@ -79,10 +88,10 @@ class IGNorm(_AttributionRegularised):
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack, lam: float = 1.0,
                  ig_steps: int = 50, reduction: Reduction = "mean", max_batch: int | None = None,
                  scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch",
-                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0) -> None:
+                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0, eps_ramp_step_size: bool = True) -> None:
         check_range("lam", lam, low=0.0)
         super().__init__(model, optimizer, attack, lam, ig_steps, reduction, max_batch, scheduler,
-                         scheduler_interval, eps_warmup_steps, eps_ramp_steps)
+                         scheduler_interval, eps_warmup_steps, eps_ramp_steps, eps_ramp_step_size)
         self.lam = float(lam)
 
     def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,11 +115,15 @@ class IGSumNorm(_AttributionRegularised):
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack, beta: float = 1.0,
                  ig_steps: int = 50, reduction: Reduction = "mean", max_batch: int | None = None,
                  scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch",
-                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0) -> None:
+                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0, eps_ramp_step_size: bool = True) -> None:
         check_range("beta", beta, low=0.0)
         super().__init__(model, optimizer, attack, beta, ig_steps, reduction, max_batch, scheduler,
-                         scheduler_interval, eps_warmup_steps, eps_ramp_steps)
+                         scheduler_interval, eps_warmup_steps, eps_ramp_steps, eps_ramp_step_size)
         self.beta = float(beta)
+        if reduction == "seed000" and getattr(attack, "objective", None) == "ig_sum_norm":
+            raise ValueError("reduction='seed000' weights R by beta / B, but this attack maximises CE + beta * R without "
+                             "the 1/B: use method/attack=int_ig_adv_pgd with method.attack.regulariser=ig and "
+                             "method.attack.lam=${..beta} (as experiment=boopathy_mnist_ig_sum_norm does)")
         attack_beta = getattr(attack, "beta", None)
         if attack_beta is not None and getattr(attack, "objective", None) == "ig_sum_norm" and attack_beta != beta:
             raise ValueError(f"the attack maximises CE + {attack_beta} * R but the method's beta is {beta}: "
