@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the package with its dev extra
 
 demo: $(STAMP)  ## quickstart: train natural, pgd_at and ig_norm on the embedded digits set, attack predictions and explanations, print NA, AA, IN, CO
-	$(PY) src/train.py -m experiment=quickstart
+	OMP_NUM_THREADS=1 $(PY) src/train.py -m experiment=quickstart
 
 test: $(STAMP)  ## the default (fast) test suite
 	$(PY) -m pytest
