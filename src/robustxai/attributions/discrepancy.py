@@ -13,6 +13,8 @@ Training-time discrepancies of Boopathy et al. 2020 (spec §1.3: raw l1 sums ove
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -69,4 +71,71 @@ def d_int(cam_clean: Tensor, cam_adv: Tensor, logits_adv: Tensor, y: Tensor) -> 
     return true + (q * l1).sum(1)
 
 
-__all__ = ["d_int", "d_one", "per_class_l1", "soft_target_weights"]
+# -- ISA discrepancies (spec §4.2) --------------------------------------------------------------------
+# The interpretability sneaking attack compares the maps of the classes in ``index`` (B, K) with weights
+# (B, K) that sum to 1: one_class = {y: 1}, two_class = {y: 1/2, t: 1/2} (t the attack target, not
+# soft-weighted as in training), all_class = {c: 1/C}. Maps are (B, K, ...) (any trailing shape: CAM
+# (h, w), IG (C_in, H, W)); the attack loss is sum_k w_k ||dM_k||_p (l1, or the *squared* l2), the
+# reported value divides each class's ||dM_k|| (l1, or the non-squared l2) by the clean map's range.
+
+ISA_CLASSES = ("one_class", "two_class", "all_class")
+ISA_NORMS = ("l1", "l2")
+ISAClasses = Literal["one_class", "two_class", "all_class"]
+ISANorm = Literal["l1", "l2"]
+
+
+def isa_class_index(y: Tensor, target: Tensor, num_classes: int, classes: str) -> tuple[Tensor, Tensor]:
+    """The classes (B, K) whose maps enter an ISA discrepancy and their weights (B, K), from labels and targets."""
+    if classes not in ISA_CLASSES:
+        raise ValueError(f"classes must be one of {', '.join(ISA_CLASSES)}, got {classes!r}")
+    if y.shape != target.shape or y.ndim != 1:
+        raise ValueError(f"y and target must both be (B,) class indices, got {tuple(y.shape)} and {tuple(target.shape)}")
+    b = len(y)
+    if classes == "one_class":
+        return y[:, None], torch.ones(b, 1, device=y.device)
+    if classes == "two_class":
+        return torch.stack([y, target], dim=1), torch.full((b, 2), 0.5, device=y.device)
+    index = torch.arange(num_classes, device=y.device).expand(b, num_classes)
+    return index, torch.full((b, num_classes), 1.0 / num_classes, device=y.device)
+
+
+def _class_diffs(maps_clean: Tensor, maps_adv: Tensor, weights: Tensor) -> Tensor:
+    """M_k(x') - M_k(x) flattened per class, (B, K, D), after checking the shapes."""
+    if maps_clean.shape != maps_adv.shape or maps_clean.ndim < 3:
+        raise ValueError(f"maps_clean and maps_adv must both have shape (B, K, ...), got "
+                         f"{tuple(maps_clean.shape)} and {tuple(maps_adv.shape)}")
+    if weights.shape != maps_clean.shape[:2]:
+        raise ValueError(f"weights must have shape (B, K) = {tuple(maps_clean.shape[:2])}, got {tuple(weights.shape)}")
+    return (maps_adv - maps_clean).flatten(2)
+
+
+def isa_discrepancy(maps_clean: Tensor, maps_adv: Tensor, weights: Tensor, norm: str = "l1") -> Tensor:
+    """ISA's attack-loss D per example (B,): sum_k w_k ||M_k(x') - M_k(x)||_1 (``l1``) or ||.||_2^2 (``l2``).
+
+    With :func:`isa_class_index`'s weights: one_class ||dM_y||, two_class 0.5 (||dM_y|| + ||dM_t||),
+    all_class ||dM||/C over (h, w, C), the seed's ``cam_diff``. Differentiable in both maps.
+    """
+    if norm not in ISA_NORMS:
+        raise ValueError(f"norm must be 'l1' or 'l2' (squared), got {norm!r}")
+    diff = _class_diffs(maps_clean, maps_adv, weights)
+    per_class = diff.abs().sum(2) if norm == "l1" else (diff * diff).sum(2)
+    return (weights.to(per_class.dtype) * per_class).sum(1)
+
+
+def normalized_isa_discrepancy(maps_clean: Tensor, maps_adv: Tensor, weights: Tensor, norm: str = "l1") -> Tensor:
+    """The reported ISA discrepancy (B,): sum_k w_k ||dM_k|| / (max M_k(x) - min M_k(x)).
+
+    ``l1``: the l1 norm; ``l2``: the non-squared l2 norm (as the seed reports it). A constant clean map
+    (range 0) gives inf (or NaN if the map did not move either), as the seed's division would.
+    """
+    if norm not in ISA_NORMS:
+        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+    diff = _class_diffs(maps_clean, maps_adv, weights)
+    per_class = diff.abs().sum(2) if norm == "l1" else diff.norm(dim=2)
+    flat = maps_clean.flatten(2)
+    spread = flat.amax(2) - flat.amin(2)
+    return (weights.to(per_class.dtype) * per_class / spread).sum(1)
+
+
+__all__ = ["ISA_CLASSES", "ISA_NORMS", "ISAClasses", "ISANorm", "d_int", "d_one", "isa_class_index",
+           "isa_discrepancy", "normalized_isa_discrepancy", "per_class_l1", "soft_target_weights"]
