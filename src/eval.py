@@ -6,7 +6,6 @@ Data, threat model and model default to those of the training run that wrote the
 """
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,16 +16,13 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     from hydra.utils import get_method
 
-    from robustxai.errors import UserError
+    from robustxai.tasks.entry import run_task
 
-    try:
-        run = get_method(cfg.task._target_)  # conf/task/: eval (attacks and metrics) or explain
-        run(cfg, overrides=HydraConfig.get().overrides.task)
-    except UserError as err:
-        sys.exit(f"Error: {err}")
+    task = get_method(cfg.task._target_)  # conf/task/: eval (attacks and metrics) or explain
+    return run_task(task, cfg, overrides=HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":
