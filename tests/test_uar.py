@@ -454,12 +454,11 @@ def test_bad_inputs_are_named():
         ElasticAttack(steps=1)(model, torch.rand(2, 1, 2, 8), torch.tensor([0, 1]))
 
 
-def test_configs_give_the_seeds_settings(tmp_path: Path):
+def test_configs_give_the_seeds_settings(compose_cfg, tmp_path: Path):
     from robustxai.tasks.common import build_attack_callbacks
     from robustxai.utils.config import validate_config
-    from tests.test_configs import compose_cfg
 
-    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt", f"attack=[{','.join(ALL_NAMES)}]", "+threat.uar.snow=4.0"], tmp_path)
+    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt", f"attack=[{','.join(ALL_NAMES)}]", "+threat.uar.snow=4.0"])
     validate_config(cfg)
     attacks = {cb.name: cb.attack for cb in build_attack_callbacks(cfg, tmp_path)}
     eps = {name: attack.eps for name, attack in attacks.items()}
