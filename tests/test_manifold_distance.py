@@ -15,8 +15,14 @@ from scipy.stats import gaussian_kde as scipy_kde
 from torch import nn
 
 from robustxai.analysis.kde import gaussian_kde, kde_bandwidth, kde_peak
-from robustxai.analysis.manifold_distance import (TEST_DATA, ManifoldDistanceStudy, attack_succeeded,
-                                                  expected_order, normalise_by_reference, projection_distance)
+from robustxai.analysis.manifold_distance import (
+    TEST_DATA,
+    ManifoldDistanceStudy,
+    attack_succeeded,
+    expected_order,
+    normalise_by_reference,
+    projection_distance,
+)
 from robustxai.attacks import PGD
 from robustxai.data import DigitsDataModule
 from robustxai.models import SmallCNN
@@ -131,12 +137,12 @@ ATTACK = PGD(norm="l2", eps=2.0, step_size=0.5, steps=3, random_start=False)
 
 
 def _study(checkpoints, **kwargs) -> ManifoldDistanceStudy:
-    settings_ = dict(
-        vaegan_ckpt=str(checkpoints["flat"]), vaegan_model=FlatProjection(),
-        classifiers=[{"name": "standard", "eps": 0.0, "ckpt_path": str(checkpoints["standard"]), "model": SMALL},
-                     {"name": "robust", "eps": 1.0, "ckpt_path": str(checkpoints["robust"]), "model": SMALL}],
-        data=DigitsDataModule(batch_size=16), attack=ATTACK, n_images=24, batch_size=10, device="cpu",
-        progress=False)
+    settings_ = {
+        "vaegan_ckpt": str(checkpoints["flat"]), "vaegan_model": FlatProjection(),
+        "classifiers": [{"name": "standard", "eps": 0.0, "ckpt_path": str(checkpoints["standard"]), "model": SMALL},
+                        {"name": "robust", "eps": 1.0, "ckpt_path": str(checkpoints["robust"]), "model": SMALL}],
+        "data": DigitsDataModule(batch_size=16), "attack": ATTACK, "n_images": 24, "batch_size": 10,
+        "device": "cpu", "progress": False}
     settings_.update(kwargs)
     return ManifoldDistanceStudy(**settings_)
 

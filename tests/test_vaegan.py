@@ -15,10 +15,22 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from robustxai.data.base import TensorLoader
-from robustxai.methods.vaegan import (VAEGANTraining, decoder_loss, discriminator_loss, encoder_loss,
-                                      frozen_batchnorm_stats, kl_divergence, reconstruction_l1)
-from robustxai.models.vaegan import (KimVAEGAN, SNConv2d, conv_operator, conv_operator_transpose,
-                                     same_padding)
+from robustxai.methods.vaegan import (
+    VAEGANTraining,
+    decoder_loss,
+    discriminator_loss,
+    encoder_loss,
+    frozen_batchnorm_stats,
+    kl_divergence,
+    reconstruction_l1,
+)
+from robustxai.models.vaegan import (
+    KimVAEGAN,
+    SNConv2d,
+    conv_operator,
+    conv_operator_transpose,
+    same_padding,
+)
 from robustxai.utils.checkpoint import load_checkpoint, load_model_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,3 +295,19 @@ def test_config_checkpoint_round_trip(tmp_path):
 def test_method_refuses_a_classifier():
     with pytest.raises(ValueError, match="kim_vaegan"):
         VAEGANTraining(torch.nn.Linear(2, 2), partial(torch.optim.Adam))
+
+
+def test_batchnorm_recalibration_gives_exact_averages_and_restores_the_settings():
+    torch.manual_seed(0)
+    model = KimVAEGAN("mnist").eval()
+    x = torch.rand(12, 1, 28, 28)
+    model.recalibrate_batchnorm(x, batch_size=6)
+    assert not model.training and all(m.momentum == 0.01 for m in model.modules()
+                                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    with torch.no_grad():
+        features = model.encoder[1](model.encoder[0](x * 2 - 1))  # what the first BN normalises
+    # two batches of 6, cumulative averaging: the mean of the two batch means = the mean over all 12
+    torch.testing.assert_close(model.encoder[2].running_mean, features.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    assert int(model.encoder[2].num_batches_tracked) == 2
+    assert int(model.decoder[2].num_batches_tracked) == 4  # a posterior and a prior sample per batch
+    assert int(model.discriminator[4].num_batches_tracked) == 0  # D untouched

@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,15 @@ import hydra
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from robustxai.analysis.kde import kde_peak  # noqa: E402
-from robustxai.utils.checkpoint import load_model_weights  # noqa: E402
-from robustxai.utils.validation import check_range  # noqa: E402
+from robustxai.analysis.kde import kde_peak
+from robustxai.utils.checkpoint import load_model_weights
+from robustxai.utils.validation import check_range
 
 log = logging.getLogger("robustxai")
 FILTERS = ("standard", "own")  # whose predictions judge an attack successful
@@ -138,13 +139,15 @@ class ManifoldDistanceStudy:
     to it)}``; the one named ``standard`` judges success as in the seed. ``vaegan_ckpt``: a
     ``method=vaegan`` checkpoint (``vaegan_model`` as for classifiers). ``data``: a TensorDataModule
     whose first ``n_images`` test images are used; ``attack``: the evaluation attack.
+    ``bn_recalibration_images`` > 0 recomputes the VAE-GAN's BatchNorm running statistics on that many
+    training images before projecting (for briefly trained VAE-GANs; 0, the seed's way, keeps them).
     """
 
     def __init__(self, vaegan_ckpt: str, classifiers: Sequence[Mapping[str, Any]], data: Any, attack: Any,
                  standard: str = "standard", vaegan_model: Any = None, n_images: int | None = 500,
                  batch_size: int = 250, kde_factor: float = 0.25, kde_points: int = 500,
                  x_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, device: str = "auto",
-                 progress: bool = True) -> None:
+                 bn_recalibration_images: int = 0, progress: bool = True) -> None:
         if not classifiers:
             raise ValueError("`classifiers` is empty: give a list of {name, ckpt_path} entries, one named "
                              f"{standard!r} (the standard network)")
@@ -166,6 +169,8 @@ class ManifoldDistanceStudy:
         check_range("batch_size", batch_size, low=1)
         check_range("kde_factor", kde_factor, low=0.0, low_open=True)
         check_range("kde_points", kde_points, low=2)
+        check_range("bn_recalibration_images", bn_recalibration_images, low=0)
+        self.bn_recalibration_images = bn_recalibration_images
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
         self.vaegan_ckpt, self.vaegan_model = vaegan_ckpt, vaegan_model
@@ -188,6 +193,17 @@ class ManifoldDistanceStudy:
             images = images.float().div_(255.0)
         return images.to(self.device), labels.to(self.device), data
 
+    def _recalibrate(self, vaegan: nn.Module, data: Any, generator: torch.Generator) -> None:
+        """Recompute the VAE-GAN's BN running statistics on the first training images (an option for short runs)."""
+        if not hasattr(vaegan, "recalibrate_batchnorm"):
+            raise ValueError(f"`bn_recalibration_images`: {type(vaegan).__name__} has no recalibrate_batchnorm; "
+                             f"set it to 0")
+        data.setup("fit")
+        images = data.splits["train"][0][: self.bn_recalibration_images].to(self.device)
+        vaegan.recalibrate_batchnorm(images, batch_size=100, generator=generator)
+        vaegan.eval()
+        log.info("manifold_distance: VAE-GAN BN statistics recomputed on %d training images", len(images))
+
     def measure(self) -> list[DistanceSet]:
         """Attack, filter and project: the Test Data set first, then one set per classifier."""
         x, y, data = self._test_images()
@@ -198,6 +214,8 @@ class ManifoldDistanceStudy:
                                              f"classifiers[{i}]").to(self.device)
                 for i, c in enumerate(self.classifiers)}
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        if self.bn_recalibration_images:
+            self._recalibrate(vaegan, data, generator)
         batches = list(zip(x.split(self.batch_size), y.split(self.batch_size)))
         std = nets[self.standard]
         with torch.no_grad():
@@ -300,9 +318,9 @@ def write_summary(output_dir: Path, rows: list[dict[str, Any]], standard: str) -
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows([{k: _fmt(r.get(k)) for k in COLUMNS} for r in rows])
-    lines = [f"Distances ||x - P(x)||_2 in [0, 1] pixel units (the seed's [-1, 1] units: x2). filter `standard`: "
-             f"kept where the standard network ({standard}) changes its prediction, as the seed; `own`: where "
-             f"the attacked network does. kde_peak: on the Test-Data-normalised axis.", "",
+    lines = [(f"Distances ||x - P(x)||_2 in [0, 1] pixel units (the seed's [-1, 1] units: x2). filter `standard`: "
+              f"kept where the standard network ({standard}) changes its prediction, as the seed; `own`: where "
+              f"the attacked network does. kde_peak: on the Test-Data-normalised axis."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k in COLUMNS) + " |" for r in rows]
     (output_dir / "summary.md").write_text("\n".join(lines) + "\n")
@@ -344,7 +362,7 @@ def expected_order(rows: list[dict[str, Any]], f: str) -> float:
     if any(r["eps"] is None or math.isnan(r["kde_peak"]) for r in nets) or math.isnan(test[0]["kde_peak"]):
         return math.nan
     peaks = [test[0]["kde_peak"]] + [r["kde_peak"] for r in sorted(nets, key=lambda r: -r["eps"])]
-    return float(all(a < b for a, b in zip(peaks, peaks[1:])))
+    return float(all(a < b for a, b in pairwise(peaks)))
 
 
 def scalars(rows: list[dict[str, Any]], sets: list[DistanceSet]) -> dict[str, float]:

@@ -23,8 +23,9 @@ decoder's and each discriminator update), as the seed's ``u.assign`` runs with e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -99,8 +100,9 @@ class VAEGANTraining(L.LightningModule):
         check_range("n_dis", n_dis, low=1)
         for part in ("encoder", "decoder", "discriminator"):
             if not isinstance(getattr(model, part, None), nn.Module):
-                raise ValueError(f"method=vaegan needs a VAE-GAN model with encoder, decoder and discriminator "
-                                 f"(model=kim_vaegan_mnist or kim_vaegan_cifar), got {type(model).__name__}")
+                raise ValueError(  # noqa: TRY004 (a config error: model=...)
+                    f"method=vaegan needs a VAE-GAN model with encoder, decoder and discriminator "
+                    f"(model=kim_vaegan_mnist or kim_vaegan_cifar), got {type(model).__name__}")
         self.automatic_optimization = False
         self.model = model
         self.optimizer_factory = optimizer

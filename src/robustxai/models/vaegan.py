@@ -306,6 +306,36 @@ class KimVAEGAN(nn.Module):
         """D's probability that each [0, 1] image is real, shape (N,)."""
         return self.discriminator(to_units(x)).squeeze(1)
 
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, images: Tensor, batch_size: int = 100,
+                              generator: torch.Generator | None = None) -> None:
+        """Recompute the encoder's and decoder's BN running statistics as exact averages over ``images``.
+
+        For briefly trained models: with TF's momentum 0.99 the running statistics lag far behind the
+        weights for the first thousands of updates, so inference-mode reconstructions are poor. Each
+        batch updates the encoder (on x) and the decoder (on a posterior and a prior sample, as in
+        training) with cumulative averaging (momentum None). The discriminator is left alone.
+        """
+        layers = [m for part in (self.encoder, self.decoder) for m in part.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in layers]
+        was_training = self.training
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        self.encoder.train()
+        self.decoder.train()
+        try:
+            for x in images.split(batch_size):
+                x = x.float().div(255.0) if x.dtype == torch.uint8 else x
+                mu, logvar = self.encode(x)
+                self.decoder(self.sample(mu, logvar, generator))
+                self.decoder(torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype))
+        finally:
+            for m, momentum in zip(layers, saved):
+                m.momentum = momentum
+            self.train(was_training)
+
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The projection P(x) = Dec(mu + sigma * noise), in [0, 1]."""
         mu, logvar = self.encode(x)
