@@ -66,7 +66,8 @@ class ISA(PGD):
     ``step_fraction * eps`` per image along ``clip(grad_scale * grad, -1, 1)``, projected onto the
     image's eps-ball and the box. The seed clips 1000 times the gradient of the *batch-mean* loss, i.e.
     1000 / B times the per-image gradient, so its step depends on the batch size; ours scales the
-    per-image gradient by ``grad_scale`` (default 10: the seed's value at B = 100 images). Stage 1
+    per-image gradient by ``grad_scale`` (default 1000, the seed's constant: a near-sign step whatever
+    the batch; ``grad_scale = 1000 / B`` is the seed's exact step for a batch of B images). Stage 1
     starts at ``eps_start`` in ``[0, eps_max]``: success sets hi = eps, eps = (lo + hi) / 2; failure
     sets lo = eps, eps = min(2 eps, (lo + hi) / 2); ``eps_adv`` = hi after ``rounds`` rounds. Stage 2,
     per multiplier c in ``penalties``, starts gamma at ``gamma_start`` in ``[0, gamma_max]``: success
@@ -95,7 +96,7 @@ class ISA(PGD):
         gamma_start: float = 5e-5,
         gamma_max: float = 1.0,
         step_fraction: float = 0.2,
-        grad_scale: float = 10.0,
+        grad_scale: float = 1000.0,
         target_class: TargetClass = "random",
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",

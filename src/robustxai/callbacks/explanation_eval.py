@@ -88,9 +88,14 @@ class ExplanationAttackEvaluation(L.Callback):
             return
         with self._progress(trainer, batch_idx):
             result = self.attack.run(model, x, y)
-        scores = {key: metric.pairwise(result.clean_map, result.adv_map) for key, metric in self.metrics.items()}
-        for key, metric in self.metrics.items():
-            metric.update(result.clean_map, result.adv_map, values=scores[key])
+        clean_map, adv_map = result.clean_map, result.adv_map
+        kept = result.extras.get("label_kept")
+        if kept is not None:  # select="last" (seed 000's AAI): the maps of the images that kept their label only
+            clean_map, adv_map = clean_map[kept], adv_map[kept]
+        if len(clean_map):
+            scores = {key: metric.pairwise(clean_map, adv_map) for key, metric in self.metrics.items()}
+            for key, metric in self.metrics.items():
+                metric.update(clean_map, adv_map, values=scores[key])
         self.unchanged.update(result.unchanged.float())
         if not self._grid_done and trainer.is_global_zero and self.grid_images > 0:
             n = self.grid_images

@@ -15,9 +15,11 @@ import lightning as L
 
 from robustxai.attacks.base import Attack
 from robustxai.attacks.explanation import ExplanationAttack
+from robustxai.attacks.isa import ISA
 from robustxai.callbacks.ara_eval import ARA, ARAEvaluation
 from robustxai.callbacks.attack_eval import AttackEvaluation
 from robustxai.callbacks.explanation_eval import ExplanationAttackEvaluation
+from robustxai.callbacks.isa_eval import ISAEvaluation
 
 CallbackFactory = Callable[..., L.Callback]  # (name, attack, output_dir=..., **settings) -> callback
 _REGISTRY: dict[type, CallbackFactory] = {}
@@ -41,5 +43,6 @@ def evaluation_callback(name: str, attack: Any, output_dir: Path | None = None, 
 register_evaluation(Attack, AttackEvaluation)
 register_evaluation(ExplanationAttack, ExplanationAttackEvaluation)
 register_evaluation(ARA, ARAEvaluation)
+register_evaluation(ISA, ISAEvaluation)
 
 __all__ = ["evaluation_callback", "register_evaluation"]

@@ -28,6 +28,7 @@ Attribution = Callable[..., Tensor]
 Postprocessing = Callable[[Tensor], Tensor]
 Measure = Literal["kendall", "spearman", "intersection", "mass_center"]
 Surrogate = Literal["softplus", "none"]
+Select = Literal["best", "last"]
 MEASURES = ("kendall", "spearman", "intersection", "mass_center")
 
 
@@ -58,6 +59,9 @@ class ExplanationAttack(Attack):
     (the attribution's ``points_per_input``), i.e. a memory bound that follows the image size.
     ``postprocess`` turns attributions into the compared maps (default :func:`rar_saliency`; e.g.
     :class:`~robustxai.attributions.postprocess.Postprocess` from a config).
+    ``random_start`` starts from x + U(-eps, eps) (clipped to the box) and ``select="last"`` returns the
+    last iterate instead of the best label-keeping one, with ``label_kept`` in the extras (success): seed
+    000's AAI (Boopathy et al., spec 3), whose tau averages only the images that kept their label.
     """
 
     deterministic = True
@@ -78,10 +82,16 @@ class ExplanationAttack(Attack):
         chunk_size: int | None = None,
         max_chunk_values: int = 2_500_000,
         postprocess: Postprocessing | None = None,
+        random_start: bool = False,
+        select: Select = "best",
         box: tuple[float, float] = (0.0, 1.0),
         model_mode: ModelMode = "eval",
     ) -> None:
         super().__init__(box=box, model_mode=model_mode)
+        check_choice("select", select, ("best", "last"))
+        if select == "last" and restarts > 1:
+            raise ValueError("select='last' keeps no per-restart score to choose by: use restarts=1")
+        self.random_start, self.select = bool(random_start), select
         if not callable(attribution):
             raise TypeError(f"attribution must be an attribution method (IntegratedGradients, Saliency), "
                             f"got {attribution!r}")
@@ -99,7 +109,7 @@ class ExplanationAttack(Attack):
         if chunk_size is not None:
             check_range("chunk_size", chunk_size, low=1)
         check_range("max_chunk_values", max_chunk_values, low=1)
-        if restarts > 1 and self.deterministic:
+        if restarts > 1 and self.deterministic and not random_start:
             raise ValueError(f"restarts > 1 only makes sense for the random attack: {type(self).__name__} is "
                              "deterministic (no random start), so every repeat would be identical; use restarts=1")
         self.attribution = attribution
@@ -203,10 +213,15 @@ class ExplanationAttack(Attack):
         best_x, best_map = x.clone(), clean_map.clone()
         best_score = self.score(clean_map, clean_map)  # the clean image's own value: an iterate must beat it
         unchanged = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        x_adv = x.clone()
+        x_adv = self._project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x) if self.random_start \
+            else x.clone()
         for step in range(self.steps):
             grad = self.direction(surrogate, x_adv, y, context)
             x_adv = self._project(x_adv + self.step_size * grad.sign(), x).detach()
+            if self.select == "last":
+                if self.on_step is not None:
+                    self.on_step(step)
+                continue
             with torch.no_grad():
                 kept = model(x_adv).argmax(dim=1) == keep
             maps = self.maps(model, x_adv, y).detach()
@@ -219,6 +234,13 @@ class ExplanationAttack(Attack):
             unchanged &= ~better
             if self.on_step is not None:
                 self.on_step(step)
+        if self.select == "last":
+            with torch.no_grad():
+                kept = model(x_adv).argmax(dim=1) == keep
+            maps = self.maps(model, x_adv, y).detach()
+            result = explanation_result(x_adv, clean_map, maps, torch.zeros_like(kept), self.score(clean_map, maps))
+            result.success, result.extras["label_kept"] = kept, kept
+            return result
         return explanation_result(best_x, clean_map, best_map, unchanged, best_score)
 
     def __repr__(self) -> str:
