@@ -81,10 +81,10 @@ def headline_figure(jobs: list[dict[str, Any]]) -> str | None:
     for short, prefix in HEADLINE.items():
         keys = sorted({k for j in jobs for k in j["metrics"] if k == prefix or (prefix.endswith("/") and k.startswith(prefix))})
         if keys:
-            families.append((f"{short}\n{keys[0]}", keys[0]))
+            families.append((f"{short}\n{keys[0].split('/')[-1]}", keys[0]))  # e.g. "AA" over "pgd"
     if not families:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(families) + 0.4 * len(jobs)), 3.0))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(families) * (1 + 0.25 * len(jobs))), 3.2))
     width = 0.8 / len(jobs)
     for i, job in enumerate(jobs):
         values = [job["metrics"].get(key) or 0.0 for _, key in families]
@@ -95,7 +95,7 @@ def headline_figure(jobs: list[dict[str, Any]]) -> str | None:
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("value")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(jobs)))
     return _png(fig)
 
 
