@@ -16,8 +16,10 @@ import lightning as L
 from robustxai.attacks.base import Attack
 from robustxai.attacks.explanation import ExplanationAttack
 from robustxai.attacks.isa import ISA
+from robustxai.analysis.boopathy_protocol import BoopathyPGDProtocol
 from robustxai.callbacks.ara_eval import ARA, ARAEvaluation
 from robustxai.callbacks.attack_eval import AttackEvaluation
+from robustxai.callbacks.boopathy_eval import BoopathyPGDEvaluation
 from robustxai.callbacks.explanation_eval import ExplanationAttackEvaluation
 from robustxai.callbacks.isa_eval import ISAEvaluation
 
@@ -44,5 +46,6 @@ register_evaluation(Attack, AttackEvaluation)
 register_evaluation(ExplanationAttack, ExplanationAttackEvaluation)
 register_evaluation(ARA, ARAEvaluation)
 register_evaluation(ISA, ISAEvaluation)
+register_evaluation(BoopathyPGDProtocol, BoopathyPGDEvaluation)
 
 __all__ = ["evaluation_callback", "register_evaluation"]
