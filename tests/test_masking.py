@@ -277,3 +277,17 @@ def test_autoattack_refuses_bad_values():
         AutoAttack(attacks=["apgd-ce"])
     with pytest.raises(ValueError, match="box"):
         AutoAttack(box=(-1.0, 1.0))
+
+
+def test_surrogate_checkpoint_is_loaded_into_a_fresh_copy_for_the_transfer_check(digits_models, tmp_path):
+    from robustxai.callbacks import AttackEvaluation
+
+    other = digits_models["other"]
+    torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, tmp_path / "s.ckpt")
+    node = OmegaConf.load(ROOT / "conf" / "masking" / "default.yaml")
+    node.surrogate_ckpt = str(tmp_path / "s.ckpt")
+    cfg = OmegaConf.create({"masking_checks": True, "masking": node})
+    fresh = lambda: nn.Sequential(nn.Flatten(), nn.Linear(196, 10))  # noqa: E731
+    (check,) = build_masking_checks(cfg, [AttackEvaluation("pgd", ATTACK)], tmp_path, make_model=fresh)
+    x = digits_models["x"]
+    torch.testing.assert_close(check.surrogate(x), other(x))
