@@ -12,6 +12,7 @@ import bench_attributions  # noqa: E402
 import bench_explanation_attack  # noqa: E402
 import bench_gradcam  # noqa: E402
 import bench_ig_norm  # noqa: E402
+import bench_int_step  # noqa: E402
 import bench_pgd  # noqa: E402
 import bench_rank_metrics  # noqa: E402
 import bench_train_epoch  # noqa: E402
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "ara": bench_ara.main,
     "woods_train": bench_woods_train.main,
     "gradcam": bench_gradcam.main,
+    "int_step": bench_int_step.main,
 }
 
 
