@@ -2,6 +2,7 @@
 
 from robustxai.methods.base import ClassifierModule
 from robustxai.methods.ig_norm import IGNorm, IGSumNorm
+from robustxai.methods.interpretability import InterpretabilityTraining as InterpretabilityTraining  # noqa: F401
 from robustxai.methods.natural import NaturalTraining
 from robustxai.methods.pgd_at import PGDAdversarialTraining
 from robustxai.methods.schedules import PiecewiseConstantLR, sgd_decay_weights_only
