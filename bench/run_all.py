@@ -30,6 +30,7 @@ BENCHMARKS = {
     "woods_train": bench_woods_train.main,
     "gradcam": bench_gradcam.main,
     "int_step": bench_int_step.main,
+    "isa": __import__("bench_isa").main,
 }
 
 
