@@ -29,6 +29,7 @@ BENCHMARKS = {
     "ara": bench_ara.main,
     "woods_train": bench_woods_train.main,
     "gradcam": bench_gradcam.main,
+    "roar": __import__("bench_roar").main,
     "int_step": bench_int_step.main,
     "isa": __import__("bench_isa").main,
 }

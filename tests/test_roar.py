@@ -212,9 +212,12 @@ def test_batched_retraining_equals_sequential_lightning_retraining():
     stacked = retrain_stacked(make, opt, data, seeds, epochs=2, max_steps=7, batch_size=16)
     moved = max(float((p - q).detach().abs().max()) for p, q in zip(make().parameters(), seq[0].parameters()))
     assert moved > 1e-3  # training did change the weights
-    for a, b in zip(seq, stacked):
+    single = retrain_stacked(make, opt, data[:1], seeds[:1], epochs=2, max_steps=7, batch_size=16)  # plain loop
+    for a, b in zip(seq, stacked + single):
         for p, q in zip(a.parameters(), b.parameters()):
             assert torch.allclose(p, q, atol=1e-6, rtol=0)
+    for p, q in zip(seq[0].parameters(), single[0].parameters()):
+        assert torch.allclose(p, q, atol=1e-6, rtol=0)
 
 
 # -- configs ------------------------------------------------------------------------------------------------

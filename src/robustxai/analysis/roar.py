@@ -98,12 +98,12 @@ def models_from_multirun(directory: str | Path) -> list[GridModel]:
     """The jobs of a training multirun (``<dir>/<job>/checkpoints/last.ckpt`` + ``config.yaml``) as grid entries.
 
     eps is ``method.attack.eps`` of the job's config (0 for a method without an attack), the group its
-    ``method.attack.norm``, the name the job's overrides (or the job's folder name).
+    ``method.attack.norm``, the name the job's overrides that differ between the jobs (or its folder name).
     """
     root = Path(directory)
     if not root.is_dir():
         raise ValueError(f"`models_dir`: {root} is not a directory (a training multirun's sweep directory)")
-    out = []
+    out, labels = [], []
     for job in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
         ckpt = job / "checkpoints" / "last.ckpt"
         config = next((c for c in (job / "config.yaml", job / ".hydra" / "config.yaml") if c.is_file()), None)
@@ -114,13 +114,13 @@ def models_from_multirun(directory: str | Path) -> list[GridModel]:
         eps = float(attack.get("eps", 0.0)) if attack is not None else 0.0
         group = str(attack.get("norm")) if attack is not None and attack.get("norm") is not None else None
         overrides = job / ".hydra" / "overrides.yaml"
-        name = job.name
-        if overrides.is_file():
-            items = yaml.safe_load(overrides.read_text()) or []
-            name = " ".join(str(i) for i in items) or job.name
-        out.append(GridModel(name=name, ckpt_path=str(ckpt), eps=eps, group=group if eps > 0 else None))
+        labels.append([str(i) for i in yaml.safe_load(overrides.read_text()) or []] if overrides.is_file() else [])
+        out.append(GridModel(name=job.name, ckpt_path=str(ckpt), eps=eps, group=group if eps > 0 else None))
     if not out:
         raise ValueError(f"`models_dir`: no <job>/checkpoints/last.ckpt with a config.yaml under {root}")
+    shared = set.intersection(*(set(items) for items in labels)) if len(labels) > 1 else set()
+    for entry, items in zip(out, labels):  # name a job by the overrides that tell it apart (the swept keys)
+        entry.name = " ".join(i for i in items if i not in shared) or entry.name
     return out
 
 
@@ -201,6 +201,7 @@ def retrain_stacked(make_model: Callable[[], nn.Module], optimizer: Callable[...
     order of the tensor loader with shuffle seed ``seeds[i]``, so each equals its sequential
     :func:`retrain_lightning` run (the summed loss gives every network its own gradient, and the
     optimiser must act elementwise, as Adam and SGD do). All datasets must have the same length.
+    One dataset runs the plain loop (the same order and updates, without ``vmap``).
     """
     if not datasets or len(datasets) != len(seeds):
         raise ValueError(f"one seed per dataset, got {len(datasets)} datasets and {len(seeds)} seeds")
@@ -213,6 +214,17 @@ def retrain_stacked(make_model: Callable[[], nn.Module], optimizer: Callable[...
     for s in seeds:
         L.seed_everything(int(s), workers=True, verbose=False)
         models.append(make_model().train())
+    total = epochs * math.ceil(n / batch_size) if max_steps is None else min(max_steps, epochs * math.ceil(n / batch_size))
+    if len(models) == 1:  # one network: the plain loop (no stacking, no vmap)
+        (model,), (x, y) = models, datasets[0]
+        opt = optimizer(params=model.parameters())
+        for idx in tqdm(_batches(n, batch_size, seeds, epochs, max_steps), total=total, desc="retrain",
+                        leave=False, disable=not progress):
+            i = idx[0].to(x.device)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[i]), y[i.to(y.device)]).backward()
+            opt.step()
+        return [model.eval()]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
 
@@ -222,7 +234,6 @@ def retrain_stacked(make_model: Callable[[], nn.Module], optimizer: Callable[...
     losses = vmap(loss_of)
     opt = optimizer(params=list(params.values()))
     xs, ys = [d[0] for d in datasets], [d[1] for d in datasets]
-    total = epochs * math.ceil(n / batch_size) if max_steps is None else min(max_steps, epochs * math.ceil(n / batch_size))
     for idx in tqdm(_batches(n, batch_size, seeds, epochs, max_steps), total=total, desc="stacked retrain",
                     leave=False, disable=not progress):
         xb = torch.stack([x[i.to(x.device)] for x, i in zip(xs, idx)])
