@@ -2,8 +2,8 @@
 
 Ours is ``ISA(...).run`` (the library path ``attack=isa_cam`` takes). The limit ("bare") is only the network
 passes such a search cannot avoid, on the same released BoopathyNet 'small' and MNIST batch: one clean
-forward (the targets), then stage 1: ``rounds`` x (``steps`` CAM forwards + backwards to x', one forward
-for the success test) and a final ``steps``-step run; stage 2 on the P-times stacked batch: one clean CAM,
+forward (the targets), then stage 1: ``rounds`` x (``steps`` forwards + backwards to x' (logits only:
+gamma = 0), one forward for the success test) and a final ``steps``-step run; stage 2 on the P-times stacked batch: one clean CAM,
 ``rounds`` x (``steps`` CAM forwards + backwards, one forward) and a final run with its forward: no margin,
 no discrepancy, no projection, no bisection bookkeeping. A hand-written stage 1 (the seed's arithmetic in
 plain PyTorch) checks the numbers: its eps_adv must equal ours.
@@ -37,15 +37,16 @@ def bare_passes(model: nn.Module, x: Tensor, rounds: int, steps: int, penalties:
     with attack_mode(model, "eval"):
         with torch.no_grad():
             model(x)
-        for batch, with_clean in ((x, False), (x.repeat(penalties, 1, 1, 1), True)):
-            if with_clean:
+        for batch, maps in ((x, False), (x.repeat(penalties, 1, 1, 1), True)):
+            forward = model.cam if maps else model  # stage 1 (gamma = 0) needs the logits only
+            if maps:
                 with torch.no_grad():
                     model.cam(batch)
             for _ in range(rounds + 1):
                 x_adv = batch.clone()
                 for _ in range(steps):
                     x_adv.requires_grad_(True)
-                    (grad,) = torch.autograd.grad(model.cam(x_adv).sum(), x_adv)
+                    (grad,) = torch.autograd.grad(forward(x_adv).sum(), x_adv)
                     x_adv = x_adv.detach() + 1e-3 * grad.sign()
                 with torch.no_grad():
                     model(x_adv)
