@@ -116,7 +116,7 @@ def _exact_images() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.slow
 def test_btr_radii_of_the_robust_net_match_the_spec_table() -> None:
     """Spec 3 lists per-image r_i for test 0, 2, 5, 8, 9 (float noise ~1-10 %): robust net, BTR."""
-    from robustxai.models.importers import woods_resnet_from_file
+    from robustxai.models.woods_resnet import woods_resnet_from_file
 
     x, y = _exact_images()
     model = woods_resnet_from_file(PREBUILT / "resnet44-robust.pt")

@@ -36,7 +36,7 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def net(name: str) -> torch.nn.Module:
-    from robustxai.models.importers import woods_resnet_from_file
+    from robustxai.models.woods_resnet import woods_resnet_from_file
 
     if not (PREBUILT / f"resnet44-{name}.pt").is_file() or not EXAMPLES.is_dir():
         pytest.skip("seed prebuilt files not available")

@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from robustxai.errors import CheckpointError
-from robustxai.models.importers import (
-    load_woods_file,
-    load_woods_weights,
-    woods_resnet_from_file,
-)
-from robustxai.models.woods_resnet import WoodsResNet
+from robustxai.models.importers import load_woods_file, load_woods_weights
+from robustxai.models.woods_resnet import WoodsResNet, woods_resnet_from_file
 
 PREBUILT = Path(__file__).resolve().parents[2] / "shared" / "models" / "woods-prebuilt"
 SHA256 = {"standard": "cdf4b3ba2bb7495f957c8fe01ee3ac4e37ebb24532344ccf4413b19645fa7d21",

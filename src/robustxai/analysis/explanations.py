@@ -77,7 +77,7 @@ def seed_comparison_figure(prebuilt_dir: Path, out_path: Path) -> dict[str, list
     from PIL import Image
     from torchvision.utils import save_image
 
-    from robustxai.models.importers import woods_resnet_from_file
+    from robustxai.models.woods_resnet import woods_resnet_from_file
     from robustxai.analysis.woods_explanations import ExplainSettings, explain_toward
 
     examples = prebuilt_dir / "example_output"

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from robustxai.data.cache import default_cache_dir
 from robustxai.data.order import EpochCursor, epoch_order, shard_length
+from robustxai.errors import ConfigError
 from robustxai.utils.validation import check_range
 
 SPLITS = ("train", "val", "test")
@@ -168,7 +169,7 @@ class DataModule(L.LightningDataModule):
     def _train_val_bounds(self, n_train: int) -> int:
         """Check that ``val_size`` leaves training examples; return where the training examples start."""
         if self.val_size >= n_train:
-            raise ValueError(f"val_size={self.val_size} leaves no training images "
+            raise ConfigError(f"data.val_size={self.val_size} leaves no training images "
                              f"(the training split has {n_train}); lower data.val_size")
         return self.val_size
 

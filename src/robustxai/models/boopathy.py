@@ -13,45 +13,14 @@ including its asymmetric case (0 before, 1 after for a 3x3 stride-2 convolution 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Arch = Literal["small", "pool", "wresnet"]
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One entry of the seed's lists: ``kind`` is 'conv', 'pool' or 'residual'."""
-
-    kind: Literal["conv", "pool", "residual"]
-    filters: int  # output channels (0 for a pool)
-    kernel: int
-    stride: int
-
-
-def _layers(filters: list, kernels: list[int], strides: list) -> tuple[LayerSpec, ...]:
-    """Translate the seed's ``network_utils`` lists into :class:`LayerSpec` entries."""
-    specs = []
-    for f, k, s in zip(filters, kernels, strides, strict=True):
-        if f == "pool":
-            specs.append(LayerSpec("pool", 0, k, s))
-        elif isinstance(s, str):
-            specs.append(LayerSpec("residual", f, k, int(s[1:])))
-        else:
-            specs.append(LayerSpec("conv", f, k, s))
-    return tuple(specs)
-
-
-ARCHITECTURES: dict[str, tuple[LayerSpec, ...]] = {
-    "small": _layers([16, 32, 100], [4, 4, 7], [2, 2, 1]),
-    "pool": _layers([32, "pool", 64, "pool"], [5, 2, 5, 2], [1, 2, 1, 2]),
-    "wresnet": _layers([16] + 10 * [16] + 10 * [32] + 10 * [64], 31 * [3],
-                       [1] + 5 * [1, "r1"] + [2, "r1"] + 4 * [1, "r1"] + [2, "r1"] + 4 * [1, "r1"]),
-}
-
+from robustxai.models.boopathy_architectures import ARCHITECTURES, Arch, LayerSpec
+from robustxai.models.importers.boopathy import (check_file_fits, infer_architecture, load_boopathy_params,
+                                                 read_boopathy_file)
 
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF 'SAME' padding (before, after) of one spatial axis: output ceil(size / stride), extra pixel after."""
@@ -158,8 +127,6 @@ class BoopathyNet(nn.Module):
         params = None
         if weights is not None:
             # imported here, not at module level: the importer imports this module, not the reverse
-            from robustxai.models.importers.boopathy import check_file_fits, read_boopathy_file
-
             params = read_boopathy_file(weights)
             arch, in_channels, num_classes = check_file_fits(params, weights, arch, in_channels, num_classes)
         arch = arch or "small"
@@ -183,8 +150,6 @@ class BoopathyNet(nn.Module):
         self.head = nn.Conv2d(channels, num_classes, 1, bias=False)
         self.reset_parameters()
         if params is not None:
-            from robustxai.models.importers.boopathy import load_boopathy_params
-
             load_boopathy_params(self, params, weights)
 
     @property
@@ -215,6 +180,16 @@ class BoopathyNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, in_channels={self.in_channels}, num_classes={self.num_classes}"
+
+
+
+def load_boopathy_network(path: str | Path) -> BoopathyNet:
+    """A :class:`BoopathyNet` with the file's architecture, channels, classes and weights, in eval mode."""
+    params = read_boopathy_file(path)
+    arch, channels, classes = infer_architecture(params, path)
+    model = BoopathyNet(arch, channels, classes)
+    load_boopathy_params(model, params, path)
+    return model.eval()
 
 
 __all__ = ["ARCHITECTURES", "BoopathyNet", "GAPFeatures", "LayerSpec", "PreActConv", "ResidualConv",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from robustxai.models.activations import HalfHuberReLU
+from robustxai.models.importers.woods import activation_of, load_woods_file, load_woods_weights
 
 Activation = Literal["relu", "half_huber"]
 
@@ -56,7 +58,8 @@ class WoodsResNet(nn.Module):
     so every attack and budget lives in [0, 1] pixel space. ``pipe`` indices and all state-dict
     keys equal the seed's, so its prebuilt files load with ``strict=True``
     (see :mod:`robustxai.models.importers.woods`); ``weights=<seed .pt file>`` loads one at construction,
-    and ``activation=None`` then takes the file's activation (``relu`` when training from scratch). Initialisation as the seed: Kaiming-uniform convs,
+    and ``activation=None`` then takes the file's activation (``relu`` when training from scratch).
+    Initialisation as the seed: Kaiming-uniform convs,
     zero biases, and the last conv of every residual branch zeroed.
     """
 
@@ -68,9 +71,6 @@ class WoodsResNet(nn.Module):
         super().__init__()
         options = None
         if weights is not None:
-            # imported here, not at module level: the importer imports this module, not the reverse
-            from robustxai.models.importers.woods import activation_of, load_woods_file
-
             _, options = load_woods_file(weights)
             activation = activation or activation_of(options)  # a conflicting choice fails below
         activation = activation or "relu"
@@ -104,8 +104,6 @@ class WoodsResNet(nn.Module):
         )
         self.reset_parameters()
         if weights is not None:
-            from robustxai.models.importers.woods import load_woods_weights
-
             load_woods_weights(self, weights)
 
     def reset_parameters(self) -> None:
@@ -130,4 +128,11 @@ class WoodsResNet(nn.Module):
         return self.pipe((x - mean) / std)[:, :, 0, 0]
 
 
-__all__ = ["PreActBlock", "WoodsResNet", "make_activation"]
+def woods_resnet_from_file(path: str | Path) -> WoodsResNet:
+    """A :class:`WoodsResNet` with the activation the file needs and its weights, in eval mode."""
+    _, options = load_woods_file(path)
+    model = WoodsResNet(activation=activation_of(options))
+    load_woods_weights(model, path)
+    return model.eval()
+
+__all__ = ["PreActBlock", "WoodsResNet", "make_activation", "woods_resnet_from_file"]

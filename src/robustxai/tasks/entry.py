@@ -1,7 +1,8 @@
 """What every entry point does around its task: clear errors, and multiruns that survive a failing job.
 
 A :class:`~robustxai.errors.UserError` (a bad value, a missing file) ends a single run with one line,
-``Error: <message>``, and exit status 1, never a traceback. Inside a multirun, a failing job (any error)
+``Error: <message>``, and exit status 1, never a traceback; so does a ``ValueError`` raised by a library
+check that no config check caught earlier (``ROBUSTXAI_TRACEBACK=1`` shows where it was raised). Inside a multirun, a failing job (any error)
 is written to ``<job dir>/failed.json`` and to the log, the sweep goes on with the other jobs, and
 :class:`robustxai.analysis.sweep_failures.FailedJobsCallback` lists the failed jobs at the end.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -47,6 +49,9 @@ def run_task(task: Callable[..., dict[str, float]], cfg: DictConfig, **kwargs: A
         if job is None:
             if isinstance(err, UserError):
                 sys.exit(f"Error: {err}")
+            if isinstance(err, ValueError) and not os.environ.get("ROBUSTXAI_TRACEBACK"):
+                # a library check (check_range, a torch argument check) that no config check caught first
+                sys.exit(f"Error: {err}\n(set ROBUSTXAI_TRACEBACK=1 to see where it was raised)")
             raise
         job_dir, overrides = job
         message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"

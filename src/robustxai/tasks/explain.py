@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from robustxai.analysis.explanations import save_explanation_grid
@@ -28,6 +28,7 @@ from robustxai.tasks.common import (
     write_results,
 )
 from robustxai.utils.checkpoint import load_model_weights
+from robustxai.utils.config import instantiate
 from robustxai.utils.wandb import log_image_files
 
 
@@ -63,8 +64,9 @@ def explain(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
         raise ConfigError("task=explain needs ckpt_path=<checkpoint> or model.weights=<imported file>")
     with task_context("explain") as info:
         output_dir = prepare(cfg)
-        settings = ExplainSettings(**{k: v for k, v in OmegaConf.to_container(cfg.explain, resolve=True).items()
-                                      if k != "_target_"})
+        settings = instantiate(cfg.explain, "explain")
+        if not isinstance(settings, ExplainSettings):
+            raise ConfigError(f"explain._target_ must build an ExplainSettings, got {type(settings).__name__}")
         datamodule = build_datamodule(cfg)
         datamodule.setup("test")
         model = build_model(cfg, datamodule)

@@ -105,10 +105,25 @@ def check_node(key: str, node: DictConfig) -> None:
             raise ConfigError(f"`{full}` = {resolved!r} is invalid: it must be {_describe(annotation)}.")
 
 
+def check_optimizer(key: str, node: DictConfig) -> None:
+    """Build a partial ``torch.optim`` optimiser on a dummy parameter, so a bad lr or beta fails before training."""
+    import torch
+
+    target = _resolve_target(node["_target_"], key)
+    if not (inspect.isclass(target) and issubclass(target, torch.optim.Optimizer) and node.get("_partial_", False)):
+        return
+    factory = instantiate(node, key)
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid config at `{key}`: {err}") from err
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check every component node of ``cfg`` before anything is built."""
     for key, node in iter_target_nodes(cfg):
         check_node(key, node)
+        check_optimizer(key, node)
 
 
 def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:

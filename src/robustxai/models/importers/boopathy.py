@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from robustxai.errors import CheckpointError
-from robustxai.models.boopathy import ARCHITECTURES, BoopathyNet
+from robustxai.models.boopathy_architectures import ARCHITECTURES
 
 try:  # NumPy >= 2 moved numpy.core to numpy._core; the pickles name the old path
     from numpy._core import multiarray as _multiarray
@@ -154,7 +155,7 @@ def check_file_fits(params: list[tuple[np.ndarray, ...]], path: str | Path, arch
 
 
 def boopathy_state_dict(params: list[tuple[np.ndarray, ...]], arch: str) -> dict[str, torch.Tensor]:
-    """The file's arrays as a :class:`BoopathyNet` state dict (HWIO -> OIHW; pool placeholders dropped)."""
+    """The file's arrays as a ``BoopathyNet`` state dict (HWIO -> OIHW; pool placeholders dropped)."""
     state = {}
     for i, (spec, entry) in enumerate(zip(ARCHITECTURES[arch], params)):
         if spec.kind != "pool":
@@ -164,7 +165,7 @@ def boopathy_state_dict(params: list[tuple[np.ndarray, ...]], arch: str) -> dict
     return state
 
 
-def load_boopathy_params(model: BoopathyNet, params: list[tuple[np.ndarray, ...]], path: str | Path) -> None:
+def load_boopathy_params(model: nn.Module, params: list[tuple[np.ndarray, ...]], path: str | Path) -> None:
     """Copy a file's layer list into ``model`` with strict key and shape checks."""
     found, _, _ = check_file_fits(params, path, model.arch, model.in_channels, model.num_classes)
     state = boopathy_state_dict(params, found)
@@ -176,20 +177,11 @@ def load_boopathy_params(model: BoopathyNet, params: list[tuple[np.ndarray, ...]
     model.load_state_dict(state, strict=True)
 
 
-def load_boopathy_weights(model: BoopathyNet, path: str | Path) -> None:
+def load_boopathy_weights(model: nn.Module, path: str | Path) -> None:
     """Read ``path`` safely and copy its weights into ``model`` (which must have the file's architecture)."""
     load_boopathy_params(model, read_boopathy_file(path), path)
 
 
-def load_boopathy_network(path: str | Path) -> BoopathyNet:
-    """A :class:`BoopathyNet` with the file's architecture, channels, classes and weights, in eval mode."""
-    params = read_boopathy_file(path)
-    arch, channels, classes = infer_architecture(params, path)
-    model = BoopathyNet(arch, channels, classes)
-    load_boopathy_params(model, params, path)
-    return model.eval()
-
-
 __all__ = ["ALLOWED_GLOBALS", "RefusedGlobal", "boopathy_state_dict", "check_file_fits", "describe_layers",
-           "infer_architecture", "load_boopathy_network", "load_boopathy_params", "load_boopathy_weights",
+           "infer_architecture", "load_boopathy_params", "load_boopathy_weights",
            "read_boopathy_file"]

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from robustxai.errors import CheckpointError
-from robustxai.models.woods_resnet import WoodsResNet
 
 
 def _cifar10_preprocess_stub(*args: Any, **kwargs: Any) -> None:
@@ -55,7 +54,7 @@ def activation_of(options: dict[str, Any]) -> str:
 
 
 def load_woods_weights(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
-    """Copy a seed file's weights into ``model`` (a :class:`WoodsResNet`) with strict key checking.
+    """Copy a seed file's weights into ``model`` (a ``WoodsResNet``) with strict key checking.
 
     Raises :class:`CheckpointError` when the file's activation (``robust_additions``) differs from the
     model's or the keys/shapes do not match. Returns the file's ``training_options``.
@@ -77,12 +76,4 @@ def load_woods_weights(model: torch.nn.Module, path: str | Path) -> dict[str, An
     return options
 
 
-def woods_resnet_from_file(path: str | Path) -> torch.nn.Module:
-    """A :class:`WoodsResNet` with the activation the file needs and its weights, in eval mode."""
-    _, options = load_woods_file(path)
-    model = WoodsResNet(activation=activation_of(options))
-    load_woods_weights(model, path)
-    return model.eval()
-
-
-__all__ = ["activation_of", "load_woods_file", "load_woods_weights", "woods_resnet_from_file"]
+__all__ = ["activation_of", "load_woods_file", "load_woods_weights"]
