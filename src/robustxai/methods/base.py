@@ -17,7 +17,25 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
-class ClassifierModule(L.LightningModule):
+class CheckpointMetadata:
+    """Lightning hooks for every method: checkpoints carry the RNG state (exact resume) and ``self.model``'s
+    class (so loading into another architecture can name the one it was saved from)."""
+
+    model: nn.Module
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["robustxai"] = {
+            "rng": capture_rng_state(),
+            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("robustxai", {})
+        if "rng" in meta:
+            restore_rng_state(meta["rng"])
+
+
+class ClassifierModule(CheckpointMetadata, L.LightningModule):
     """A classifier trained by some method; subclasses only say how the training loss is computed.
 
     ``optimizer`` (and the optional ``scheduler``) are factories such as Hydra partials, called with
@@ -86,16 +104,6 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["robustxai"] = {
-            "rng": capture_rng_state(),
-            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get("robustxai", {})
-        if "rng" in meta:
-            restore_rng_state(meta["rng"])
 
 
 class EvaluationModule(ClassifierModule):

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MeanMetric
 
+from robustxai.methods.base import CheckpointMetadata
 from robustxai.models.vaegan import KimVAEGAN, to_units
-from robustxai.utils.rng import capture_rng_state, restore_rng_state
 from robustxai.utils.validation import check_range
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -82,7 +82,7 @@ def frozen_batchnorm_stats(*modules: nn.Module) -> Iterator[None]:
             m.track_running_stats = flag
 
 
-class VAEGANTraining(L.LightningModule):
+class VAEGANTraining(CheckpointMetadata, L.LightningModule):
     """Trains a :class:`~robustxai.models.KimVAEGAN` with the seed's three optimisers and loss weights.
 
     ``optimizer`` is a factory (a Hydra partial) called once per network, encoder, decoder and
@@ -205,21 +205,10 @@ class VAEGANTraining(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_recon, self.test_kl)
 
-    # -- optimisers and checkpoints -----------------------------------------------------------------
+    # -- optimisers (checkpoint metadata: CheckpointMetadata) -----------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         m = self.model
         return [self.optimizer_factory(params=part.parameters()) for part in (m.encoder, m.decoder, m.discriminator)]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["robustxai"] = {
-            "rng": capture_rng_state(),
-            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get("robustxai", {})
-        if "rng" in meta:
-            restore_rng_state(meta["rng"])
 
 
 __all__ = ["VAEGANTraining", "decoder_loss", "discriminator_loss", "encoder_loss", "frozen_batchnorm_stats",
