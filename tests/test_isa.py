@@ -147,6 +147,32 @@ def test_stage1_succeeds_at_eps_adv_and_gamma_zero_is_plain_attack() -> None:
     assert torch.allclose(result.radius, (result.x_adv - x).flatten(1).abs().amax(1))
 
 
+def test_stage1_equals_a_hand_written_bisection() -> None:
+    """The seed's stage 1 written out in plain torch (its step rule and bisection) gives our eps_adv exactly."""
+    from robustxai.attacks.losses import cw_margin
+
+    model, (x, y) = tiny_net(1), tiny_batch(n=8, seed=7)
+    t = (y + 3) % 10
+    attack = small_isa(mode="min_eps", penalties=[], rounds=5, steps=4, target_class="given")
+    ours = attack.min_eps(model, x, y, t)[1]
+    eps, lo, hi = torch.full((8,), 0.05), torch.zeros(8), torch.ones(8)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(5):
+        e = eps.view(-1, 1, 1, 1)
+        x_adv = x.clone()
+        for _ in range(4):
+            x_adv.requires_grad_(True)
+            (g,) = torch.autograd.grad(cw_margin(model(x_adv), t).clamp(min=-0.1).sum(), x_adv)
+            x_adv = torch.min(torch.max(x_adv.detach() - 0.2 * e * torch.clamp(1000 * g, -1, 1), x - e), x + e).clamp(0, 1)
+        with torch.no_grad():
+            ok = cw_margin(model(x_adv), t) < 0
+        hi, lo = torch.where(ok, eps, hi), torch.where(ok, lo, eps)
+        eps = torch.where(ok, (lo + hi) / 2, torch.minimum(2 * eps, (lo + hi) / 2))
+    assert torch.equal(ours, hi)
+    assert (hi < 1).any()  # some image found a bracket, so the comparison is not trivial
+
+
 def test_min_eps_bound_holds() -> None:
     """D_2class,l1(x, x') / (h w) >= 0.5 (z_y(x) - z_t(x)) wherever the targeted attack succeeds (spec 3)."""
     model, (x, y) = tiny_net(2, side=28), tiny_batch(n=10, side=28, seed=4)
