@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pgd import load_inputs  # noqa: E402
-from common import apply_threads, base_parser, print_table, time_interleaved  # noqa: E402
+from bench_pgd import load_inputs
+from common import apply_threads, base_parser, print_table, time_interleaved
 
-from robustxai.attacks.base import attack_mode  # noqa: E402
-from robustxai.attacks.isa import ISA  # noqa: E402
-from robustxai.attacks.losses import cw_margin  # noqa: E402
-from robustxai.models import BoopathyNet, load_boopathy_network  # noqa: E402
+from robustxai.attacks.base import attack_mode
+from robustxai.attacks.isa import ISA
+from robustxai.attacks.losses import cw_margin
+from robustxai.models import BoopathyNet, load_boopathy_network
 
 TARGET = 1.2  # ours / bare, time
 NETWORK = "mnist_smallgap_normal_100.pkl"

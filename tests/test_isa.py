@@ -9,21 +9,29 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import build_everything, compose_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustxai.analysis.boopathy_protocol import BoopathyPGDProtocol, seed_permutation
-from robustxai.analysis.isa_summary import bound_check, monotone_curve, point_valid, summarize
+from robustxai.analysis.isa_summary import (
+    bound_check,
+    monotone_curve,
+    point_valid,
+    summarize,
+)
 from robustxai.attacks.explanation import TopKAttack
 from robustxai.attacks.isa import ISA, reached_target
 from robustxai.attacks.pgd import PGD
 from robustxai.attributions import CAM, GradCAMPlusPlus
-from robustxai.attributions.discrepancy import isa_class_index, isa_discrepancy, normalized_isa_discrepancy
+from robustxai.attributions.discrepancy import (
+    isa_class_index,
+    isa_discrepancy,
+    normalized_isa_discrepancy,
+)
 from robustxai.attributions.postprocess import Postprocess
 from robustxai.metrics.functional import pearson
 from robustxai.models import BoopathyNet
-
-from conftest import build_everything, compose_config
 
 TOL = 1e-6
 
@@ -39,7 +47,7 @@ def tiny_batch(n: int = 6, side: int = 8, seed: int = 1) -> tuple[torch.Tensor, 
 
 
 def small_isa(**kwargs) -> ISA:
-    settings_ = dict(penalties=[1.0, 2.0], rounds=3, steps=3)
+    settings_ = {"penalties": [1.0, 2.0], "rounds": 3, "steps": 3}
     settings_.update(kwargs)
     return ISA(**settings_)
 
@@ -59,12 +67,12 @@ def test_isa_discrepancies_by_hand() -> None:
             ("two_class", 0.5 * (2 + 2), 0.5 * (2 + 4), 0.5 * (2 / 4 + 2 / 2), 0.5 * (2 ** 0.5 / 4 + 2 / 2)),
             ("all_class", (2 + 12 + 2) / 3, (2 + 36 + 4) / 3, None, None)):
         index, weights = isa_class_index(y, t, 3, classes)
-        pick = lambda m: m.gather(1, index[:, :, None, None].expand(-1, -1, 2, 2))  # noqa: E731
-        assert float(isa_discrepancy(pick(clean), pick(adv), weights, "l1")) == pytest.approx(l1)
-        assert float(isa_discrepancy(pick(clean), pick(adv), weights, "l2")) == pytest.approx(l2)
+        gather = index[:, :, None, None].expand(-1, -1, 2, 2)
+        assert float(isa_discrepancy(clean.gather(1, gather), adv.gather(1, gather), weights, "l1")) == pytest.approx(l1)
+        assert float(isa_discrepancy(clean.gather(1, gather), adv.gather(1, gather), weights, "l2")) == pytest.approx(l2)
         if n1 is not None:
-            assert float(normalized_isa_discrepancy(pick(clean), pick(adv), weights, "l1")) == pytest.approx(n1)
-            assert float(normalized_isa_discrepancy(pick(clean), pick(adv), weights, "l2")) == pytest.approx(n2)
+            assert float(normalized_isa_discrepancy(clean.gather(1, gather), adv.gather(1, gather), weights, "l1")) == pytest.approx(n1)
+            assert float(normalized_isa_discrepancy(clean.gather(1, gather), adv.gather(1, gather), weights, "l2")) == pytest.approx(n2)
     with pytest.raises(ValueError, match="classes must be one of"):
         isa_class_index(y, t, 3, "three_class")
     with pytest.raises(ValueError, match="norm must be"):

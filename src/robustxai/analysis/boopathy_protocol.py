@@ -37,7 +37,7 @@ class _RecordingPGD(PGD):
 
     def __init__(self, marks: Sequence[int], **kwargs) -> None:
         super().__init__(**kwargs)
-        self.marks = set(int(m) for m in marks)
+        self.marks = {int(m) for m in marks}
         self.correct: dict[int, Tensor] = {}
         self._calls = 0
 
@@ -152,5 +152,12 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["BoopathyPGDProtocol", "CIFAR_EPS", "MNIST_EPS", "compare_networks", "metric_name", "seed_permutation",
-           "table_markdown"]
+__all__ = [
+    "CIFAR_EPS",
+    "MNIST_EPS",
+    "BoopathyPGDProtocol",
+    "compare_networks",
+    "metric_name",
+    "seed_permutation",
+    "table_markdown",
+]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 
 def _finish(fig: plt.Figure, path: Path) -> Path:
@@ -33,7 +33,7 @@ def save_isa_curves(path: Path, curves: Mapping[str, tuple[Tensor, Tensor, Tenso
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     styles = ("-", "--", ":", "-.")
     if highlight is None and curves:
-        eps0, mono0, valid0 = next(iter(curves.values()))
+        _, mono0, valid0 = next(iter(curves.values()))
         enough = ((valid0 & torch.isfinite(mono0)).sum(1) >= 2).nonzero()
         highlight = int(enough[0]) if len(enough) else 0
     for i, (label, (eps, mono, valid)) in enumerate(curves.items()):

@@ -20,6 +20,7 @@ shared stage 1 (the seed's ``tradeoff_cam``).
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -32,8 +33,14 @@ from robustxai.attacks.losses import cw_margin
 from robustxai.attacks.pgd import PGD
 from robustxai.attributions.base import Attribution
 from robustxai.attributions.cam import CAM
-from robustxai.attributions.discrepancy import (ISA_CLASSES, ISA_NORMS, ISAClasses, ISANorm, isa_class_index,
-                                                isa_discrepancy)
+from robustxai.attributions.discrepancy import (
+    ISA_CLASSES,
+    ISA_NORMS,
+    ISAClasses,
+    ISANorm,
+    isa_class_index,
+    isa_discrepancy,
+)
 from robustxai.attributions.gradcam import GradCAMPlusPlus
 from robustxai.utils.validation import check_choice, check_range
 
@@ -121,7 +128,7 @@ class ISA(PGD):
         penalties = [float(p) for p in penalties]
         if mode != "min_eps" and not penalties:
             raise ValueError("penalties (the eps multipliers of stage 2) must not be empty unless mode='min_eps'")
-        if any(p <= 0 for p in penalties) or any(b <= a for a, b in zip(penalties, penalties[1:])):
+        if any(p <= 0 for p in penalties) or any(b <= a for a, b in itertools.pairwise(penalties)):
             raise ValueError(f"penalties must be positive and strictly increasing (eps multipliers of eps_adv), "
                              f"got {penalties}")
         self.attribution: Attribution = attribution if attribution is not None else CAM()
@@ -293,4 +300,4 @@ class ISA(PGD):
                 f"rounds={self.rounds}x{self.steps} steps)")
 
 
-__all__ = ["ISA", "ISAMode", "ISA_MODES", "reached_target"]
+__all__ = ["ISA", "ISA_MODES", "ISAMode", "reached_target"]

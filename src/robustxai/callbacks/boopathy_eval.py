@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import lightning as L
 import torch
 
-from robustxai.analysis.boopathy_protocol import BoopathyPGDProtocol, metric_name, table_markdown
+from robustxai.analysis.boopathy_protocol import (
+    BoopathyPGDProtocol,
+    metric_name,
+    table_markdown,
+)
 from robustxai.attacks.base import attack_mode
 
 log = logging.getLogger("robustxai")

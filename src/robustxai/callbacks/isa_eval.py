@@ -10,10 +10,23 @@ import torch
 from torch import Tensor
 from torchmetrics import CatMetric
 
-from robustxai.analysis.isa_figures import save_bound_scatter, save_isa_curves, save_isa_overlays
-from robustxai.analysis.isa_summary import bound_check, monotone_curve, point_valid, summarize
+from robustxai.analysis.isa_figures import (
+    save_bound_scatter,
+    save_isa_curves,
+    save_isa_overlays,
+)
+from robustxai.analysis.isa_summary import (
+    bound_check,
+    monotone_curve,
+    point_valid,
+    summarize,
+)
 from robustxai.attacks.isa import ISA
-from robustxai.attributions.discrepancy import isa_class_index, isa_discrepancy, normalized_isa_discrepancy
+from robustxai.attributions.discrepancy import (
+    isa_class_index,
+    isa_discrepancy,
+    normalized_isa_discrepancy,
+)
 from robustxai.metrics import functional as MF
 from robustxai.utils.wandb import log_image_files
 
@@ -130,7 +143,7 @@ class ISAEvaluation(L.Callback):
         index, weights = isa_class_index(y, target, c_clean.shape[1], "two_class")
         gather = index[:, :, None, None].expand(-1, -1, *c_clean.shape[2:])
         d = isa_discrepancy(c_clean.gather(1, gather), c_adv.gather(1, gather), weights, "l1")
-        pick = lambda z, c: z.gather(1, c[:, None]).squeeze(1)  # noqa: E731
+        pick = lambda z, c: z.gather(1, c[:, None]).squeeze(1)
         self.store["margin"].update(0.5 * (pick(clean_logits, y) - pick(clean_logits, target)))
         self.store["bound_d"].update(d / (c_clean.shape[2] * c_clean.shape[3]))
         self.store["min_success"].update((pick(adv_logits, target) >= pick(adv_logits, y)).float())

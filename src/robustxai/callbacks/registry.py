@@ -13,10 +13,10 @@ from typing import Any
 
 import lightning as L
 
+from robustxai.analysis.boopathy_protocol import BoopathyPGDProtocol
 from robustxai.attacks.base import Attack
 from robustxai.attacks.explanation import ExplanationAttack
 from robustxai.attacks.isa import ISA
-from robustxai.analysis.boopathy_protocol import BoopathyPGDProtocol
 from robustxai.callbacks.ara_eval import ARA, ARAEvaluation
 from robustxai.callbacks.attack_eval import AttackEvaluation
 from robustxai.callbacks.boopathy_eval import BoopathyPGDEvaluation
