@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import apply_threads, base_parser, data_dir, print_table, time_interleaved  # noqa: E402
+from common import apply_threads, base_parser, data_dir, print_table, time_interleaved
 
-from robustxai.analysis.occlusion import channel_mean, occlude, random_mask  # noqa: E402
-from robustxai.analysis.roar import retrain_lightning, retrain_stacked  # noqa: E402
-from robustxai.data.order import epoch_order  # noqa: E402
-from robustxai.methods.natural import NaturalTraining  # noqa: E402
-from robustxai.models.small_cnn import SmallCNN  # noqa: E402
+from robustxai.analysis.occlusion import channel_mean, occlude, random_mask
+from robustxai.analysis.roar import retrain_lightning, retrain_stacked
+from robustxai.data.order import epoch_order
+from robustxai.methods.natural import NaturalTraining
+from robustxai.models.small_cnn import SmallCNN
 
 warnings.filterwarnings("ignore")
 
@@ -40,7 +40,7 @@ def occluded_images(n: int, copies: int) -> tuple[list[torch.Tensor], torch.Tens
                                download=False, val_size=0)
         data.setup("fit")
         x, y = data.take("train", range(n))
-    except Exception:  # no MNIST copy: the embedded digits
+    except (OSError, RuntimeError, ValueError):  # no MNIST copy: the embedded digits
         from robustxai.data.digits import digits_as_mnist
 
         x, y = digits_as_mnist()

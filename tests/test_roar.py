@@ -36,7 +36,7 @@ from robustxai.analysis.occlusion import (
     tie_break,
 )
 from robustxai.attributions import InputXGradient, Saliency
-from tests.conftest import TinyConvNet, compose_config, run_cli
+from tests.conftest import compose_config, run_cli
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
@@ -49,7 +49,7 @@ def test_rank_rule_replaces_exactly_the_stated_fraction_even_with_ties(n, h, w, 
     g = torch.Generator().manual_seed(seed)
     scores = torch.randint(0, levels, (n, h, w), generator=g).float()  # few levels: many ties
     roar, kar = occlusion_mask(scores, fraction, "roar"), occlusion_mask(scores, fraction, "kar")
-    k = int(math.floor(fraction * h * w + 0.5))
+    k = math.floor(fraction * h * w + 0.5)
     assert (roar.flatten(1).sum(1) == k).all() and (kar.flatten(1).sum(1) == h * w - k).all()
     assert torch.equal(roar, ~kar)  # complements
     assert replaced_count(fraction, h * w, "roar") == k and replaced_count(fraction, h * w, "kar") == h * w - k

@@ -19,15 +19,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor, nn
 
-from robustxai.analysis.manifold_distance import load_network  # noqa: E402
-from robustxai.analysis.roar import _grid, _instantiate, _slug  # noqa: E402
-from robustxai.metrics.functional import pearson  # noqa: E402
-from robustxai.utils.validation import check_range  # noqa: E402
-from robustxai.utils.wandb import log_image_files  # noqa: E402
+from robustxai.analysis.manifold_distance import load_network
+from robustxai.analysis.roar import _grid, _instantiate, _slug
+from robustxai.metrics.functional import pearson
+from robustxai.utils.validation import check_range
+from robustxai.utils.wandb import log_image_files
 
 
 def seed_preprocess(maps: Tensor, q1: float = 0.5, q2: float = 99.5) -> Tensor:

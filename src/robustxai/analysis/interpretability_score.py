@@ -13,6 +13,7 @@ KAR's accuracies are indexed by the fraction *kept* p, plotted at removed = 1 - 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -103,7 +104,7 @@ def linear_fit(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor) -> tupl
     da = a - a.mean()
     denominator = (da * da).sum()
     slope = float((da * (b - b.mean())).sum() / denominator) if float(denominator) > 0 else float("nan")
-    return slope, float(b.mean() - slope * a.mean()) if slope == slope else float(b.mean())
+    return slope, float(b.mean()) if math.isnan(slope) else float(b.mean() - slope * a.mean())
 
 
 __all__ = ["SEED_END", "SEED_FRACTIONS", "SEED_START", "correlations", "interpretability_score", "kar_score",

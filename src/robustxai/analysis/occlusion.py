@@ -80,7 +80,7 @@ def replaced_count(fraction: float, pixels: int, mode: Mode = "roar") -> int:
     """How many of ``pixels`` the rank rule replaces: round(fraction * pixels) for ROAR, the rest for KAR."""
     _check_fraction(fraction)
     _check_mode(mode)
-    top = int(math.floor(fraction * pixels + 0.5))
+    top = math.floor(fraction * pixels + 0.5)
     return top if mode == "roar" else pixels - top
 
 
@@ -216,5 +216,14 @@ class AttributionRanker:
         return torch.cat(parts)
 
 
-__all__ = ["AttributionRanker", "MODES", "channel_mean", "occlude", "occlusion_mask", "random_mask",
-           "ranking_map", "replaced_count", "tie_break"]
+__all__ = [
+    "MODES",
+    "AttributionRanker",
+    "channel_mean",
+    "occlude",
+    "occlusion_mask",
+    "random_mask",
+    "ranking_map",
+    "replaced_count",
+    "tie_break",
+]

@@ -39,22 +39,26 @@ import lightning as L
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from robustxai.analysis.interpretability_score import (  # noqa: E402
+from robustxai.analysis.interpretability_score import (
     correlations,
     interpretability_score,
     linear_fit,
     occlusion_curve,
 )
-from robustxai.analysis.manifold_distance import build_network, load_network, run_model_config  # noqa: E402
-from robustxai.analysis.occlusion import (  # noqa: E402
+from robustxai.analysis.manifold_distance import (
+    build_network,
+    load_network,
+    run_model_config,
+)
+from robustxai.analysis.occlusion import (
     AttributionRanker,
     channel_mean,
     occlude,
@@ -62,11 +66,11 @@ from robustxai.analysis.occlusion import (  # noqa: E402
     random_mask,
     tie_break,
 )
-from robustxai.analysis.toy_boundary import _quiet_lightning  # noqa: E402  (Lightning's banners off per Trainer)
-from robustxai.data.base import TensorDataModule  # noqa: E402
-from robustxai.data.order import epoch_order  # noqa: E402
-from robustxai.methods.base import ClassifierModule  # noqa: E402
-from robustxai.utils.validation import check_range  # noqa: E402
+from robustxai.analysis.toy_boundary import _quiet_lightning
+from robustxai.data.base import TensorDataModule
+from robustxai.data.order import epoch_order
+from robustxai.methods.base import ClassifierModule
+from robustxai.utils.validation import check_range
 
 log = logging.getLogger("robustxai")
 Stage = Literal["all", "occlude", "retrain", "score"]
@@ -519,8 +523,9 @@ class OcclusionStudy:
 
         func = getattr(self.method, "func", None)
         if not (isinstance(func, type) and issubclass(func, NaturalTraining)):
-            raise ValueError("batched=true trains with cross-entropy on clean inputs, i.e. `method` must be a "
-                             f"NaturalTraining partial, got {func or self.method!r}; use batched=false for other methods")
+            raise ValueError(  # noqa: TRY004  (a config value: ValueError, as every check here)
+                "batched=true trains with cross-entropy on clean inputs, i.e. `method` must be a "
+                f"NaturalTraining partial, got {func or self.method!r}; use batched=false for other methods")
         factory = getattr(self.method, "keywords", {}).get("optimizer")
         if factory is None:
             raise ValueError("batched=true needs `method` to be a partial with an `optimizer` (e.g. NaturalTraining "
@@ -656,10 +661,11 @@ class OcclusionStudy:
             return f"{v:.4f}" if isinstance(v, float) else str(v)
 
         what = "removed" if exp == "roar" else "kept"
-        lines = [f"{exp.upper()}: accuracy of networks retrained on occluded data (fraction p {what}), "
-                 f"mean of {self.repeats} repeats; score = area between the curve and the random baseline's "
-                 f"(endpoints: {start:.4f} at 0 % removed, {end:.4f} at 100 %).", "",
-                 "random baseline: " + ", ".join(f"p={p:g}: {b:.4f}" for p, b in zip(self.fractions, baseline)), "",
+        lines = [(f"{exp.upper()}: accuracy of networks retrained on occluded data (fraction p {what}), "
+                  f"mean of {self.repeats} repeats; score = area between the curve and the random baseline's "
+                  f"(endpoints: {start:.4f} at 0 % removed, {end:.4f} at 100 %)."), "",
+                 "random baseline: " + ", ".join(f"p={p:g}: {b:.4f}" for p, b in zip(self.fractions, baseline)),
+                 "",
                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
         (output_dir / f"{exp}_scores.md").write_text("\n".join(lines) + "\n")
