@@ -255,7 +255,7 @@ def test_method_and_attack_must_agree_on_lambda():
     with pytest.raises(ValueError, match="one lam for both"):
         InterpretabilityTraining(tiny_net(), ADAM, CAMDiscrepancyPGD(ce_weight=1.0, lam=0.02), lam=0.01)
     with pytest.raises(ValueError, match="has no cam"):
-        InterpretabilityTraining(torch.nn.Linear(2, 2), ADAM, PGD(), discrepancy="int")
+        InterpretabilityTraining(torch.nn.Linear(2, 2), ADAM, PGD(), discrepancy="int").on_fit_start()
     with pytest.raises(ValueError, match="ce_on"):
         InterpretabilityTraining(tiny_net(), ADAM, PGD(), ce_on="both")
 

@@ -59,14 +59,18 @@ class InterpretabilityTraining(AdversarialMethod):
         path_fractions(ig_steps)  # ValueError unless ig_steps is an integer >= 1
         if max_batch is not None:
             check_range("max_batch", max_batch, low=1)
-        if discrepancy != "ig2":
-            require_method(model, "cam", "discrepancy='ig2' (the loss-IG), or a GAP model (model=boopathy_small)")
         attack_lam = getattr(attack, "lam", None)
         if attack_lam is not None and getattr(attack, "ce_weight", 0.0) > 0 and attack_lam != lam:
             raise ValueError(f"the attack maximises CE + {attack_lam} * D but the method's lam is {lam}: the seed uses "
                              f"one lam for both (set method.attack.lam: ${{..lam}})")
         self.lam, self.ce_on, self.discrepancy = float(lam), ce_on, discrepancy
         self.ig_steps, self.max_batch = int(ig_steps), max_batch
+
+    def on_fit_start(self) -> None:
+        """Refuse, before the first step, a model without ``cam()`` for the CAM discrepancies (checked here, not
+        at construction, so ``method=int`` composes with any model for config checks)."""
+        if self.discrepancy != "ig2":
+            require_method(self.model, "cam", "discrepancy='ig2' (the loss-IG), or a GAP model (model=boopathy_small)")
 
     def regulariser(self, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-example D (B,) with its graph, the logits at x' and at x (None when not computed)."""
