@@ -18,6 +18,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # as the entry points set it: where conf/ is outside a Hydra app
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -15,6 +15,9 @@ from tests.conftest import CONF, build_everything, run_cli
 from tests.conftest import config_options as options
 
 
+DATA_FOR = {"model=kim_vaegan_cifar": ["data=cifar10"]}  # models built for one image size only
+
+
 @pytest.mark.parametrize("override", [f"data={o}" for o in options("data")] + [f"model={o}" for o in options("model")]
                          + [f"method={o}" for o in options("method")]
                          + [f"method/attack={o}" for o in options("method/attack")]
@@ -27,6 +30,7 @@ from tests.conftest import config_options as options
                          + [f"experiment={o}" for o in options("experiment")])
 def test_train_config_composes_and_instantiates(override, compose_cfg):
     extra = ["method=pgd_at"] if override.startswith("method/attack") else []
+    extra += DATA_FOR.get(override, [])
     build_everything(compose_cfg("train", [override, *extra]))
 
 

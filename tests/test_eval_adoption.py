@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from robustxai.tasks.evaluate import CONF_DIR, _fill_new_threat_keys
+from robustxai.tasks.evaluate import _fill_new_threat_keys
+from tests.conftest import CONF as CONF_DIR
 
 
 def _run_dir(tmp_path, choice):

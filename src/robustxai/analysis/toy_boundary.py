@@ -38,7 +38,8 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from robustxai.attacks.base import Attack, check_range  # noqa: E402
+from robustxai.attacks.base import Attack  # noqa: E402
+from robustxai.utils.validation import check_range
 from robustxai.data.toy import TwoGaussiansDataModule  # noqa: E402
 from robustxai.methods.base import ClassifierModule  # noqa: E402
 

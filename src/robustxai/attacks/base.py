@@ -15,7 +15,7 @@ from typing import Iterator, Literal
 import torch
 from torch import Tensor, nn
 
-from robustxai.utils.validation import check_choice, check_range  # noqa: F401  (re-exported for older imports)
+from robustxai.utils.validation import check_choice
 
 ModelMode = Literal["eval", "train", "keep"]
 TargetClass = Literal["given", "next", "random", "least_likely"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import check_range
+from robustxai.utils.validation import check_range
 from robustxai.data.base import TensorDataModule, TensorLoader
 
 MEANS = ((1.2, 0.1), (-1.2, -0.1))

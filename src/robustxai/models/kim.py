@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustxai.attacks.base import check_range
+from robustxai.utils.validation import check_range
 
 
 def glorot_init(module: nn.Module) -> None:

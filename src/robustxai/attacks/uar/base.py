@@ -19,16 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustxai.attacks.base import (
-    TARGET_CLASSES,
-    Attack,
-    AttackResult,
-    ModelMode,
-    TargetClass,
-    check_choice,
-    check_range,
-    choose_targets,
-)
+from robustxai.attacks.base import TARGET_CLASSES, Attack, AttackResult, ModelMode, TargetClass, choose_targets
+from robustxai.utils.validation import check_choice, check_range
 
 StepRule = Literal["seed", "upstream"]
 STEP_RULES: tuple[str, ...] = ("seed", "upstream")

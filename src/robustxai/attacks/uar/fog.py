@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, TargetClass, check_range
+from robustxai.attacks.base import ModelMode, TargetClass
+from robustxai.utils.validation import check_range
 from robustxai.attacks.uar.base import UPSTREAM_CALIBRATED_STEP, StepRule, UARAttack
 
 INITIAL_WIBBLE = 100.0

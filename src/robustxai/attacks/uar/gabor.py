@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, TargetClass, check_choice, check_range
+from robustxai.attacks.base import ModelMode, TargetClass
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attacks.uar.base import (
     UPSTREAM_CALIBRATED_STEP,
     StepRule,

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from robustxai.attacks.base import ModelMode, TargetClass, check_choice, check_range
+from robustxai.attacks.base import ModelMode, TargetClass
+from robustxai.utils.validation import check_choice, check_range
 from robustxai.attacks.uar.base import StepRule, UARAttack
 from robustxai.attacks.uar.jpeg_codec import JPEGCodec
 
