@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ig_norm import cpu_timed, ours_step  # noqa: E402  (the step and CPU timer are the same)
 from bench_pgd import load_inputs  # noqa: E402
 from common import Timing, apply_threads, base_parser, print_table, time_interleaved  # noqa: E402
 
@@ -83,21 +82,6 @@ def bare_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, steps: in
     opt.zero_grad(set_to_none=True)
     model.cam(torch.cat([x, x_adv])).sum().backward()
     opt.step()
-
-
-def ours_step(method: InterpretabilityTraining, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:
-    loss, _ = method.training_loss(x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
-
-
-def cpu_timed(fn: Callable[[], object], timing: Timing) -> None:
-    """Call ``fn`` and record the process CPU time it took (wall clock is timed by the caller)."""
-    start = time.process_time()
-    fn()
-    timing.times.append(time.process_time() - start)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -27,6 +28,7 @@ from robustxai.methods.pgd_at import PGDAdversarialTraining
 from robustxai.models.boopathy import BoopathyNet
 from robustxai.utils.config import instantiate, validate_config
 from tests.conftest import CONF, compose_config
+from tests.test_ig_norm import train_steps  # a few Adam steps on slices of a batch
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
 INT_METHODS = ["int", "int_one", "int_adv", "int2", "int2_adv", "int_ig", "int_ig_adv"]
@@ -171,7 +173,7 @@ def test_ig2_sum_is_the_l1_norm_plus_the_channel_summed_norm():
     x, y = tiny_batch(channels=3, dtype=torch.float64)
     x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
     ig = loss_path_ig(net, x, x_adv, y, steps=5, reduction="none", return_ig=True).ig
-    s, logits = loss_ig_discrepancy(net, x, x_adv, y, "ig2", steps=5)
+    s, _ = loss_ig_discrepancy(net, x, x_adv, y, "ig2", steps=5)
     expected = ig.abs().sum((1, 2, 3)) + ig.sum(1).abs().sum((1, 2))
     torch.testing.assert_close(s, expected)
     assert (s < 2 * ig.abs().sum((1, 2, 3)) + 1e-12).all()
@@ -260,16 +262,6 @@ def test_method_and_attack_must_agree_on_lambda():
         InterpretabilityTraining(tiny_net(), ADAM, PGD(), ce_on="both")
 
 
-def train_steps(method, x, y, steps=3):
-    optimizer = method.configure_optimizers()
-    for i in range(steps):
-        optimizer.zero_grad()
-        loss, _ = method.training_loss(x[i::steps], y[i::steps])
-        loss.backward()
-        optimizer.step()
-    return [p.detach() for p in method.model.parameters()]
-
-
 def twin_nets():
     torch.manual_seed(0)
     a, b = tiny_net(), tiny_net()
@@ -281,7 +273,7 @@ def twin_nets():
 def test_lambda_zero_reduces_to_natural_or_pgd_at(name):
     """int, int_one, int2, int_ig with lam = 0 are natural training; the *_adv ones PGD-AT (same parameters)."""
     x, y = tiny_batch(n=12)
-    kw = dict(eps=0.2, step_size=0.05, steps=2)
+    kw = {"eps": 0.2, "step_size": 0.05, "steps": 2}
     attack = {"int": CAMDiscrepancyPGD(lam=0.0, **kw), "int_one": CAMDiscrepancyPGD(discrepancy="one", lam=0.0, **kw),
               "int_adv": CAMDiscrepancyPGD(ce_weight=1.0, lam=0.0, **kw), "int_ig": LossIGDiscrepancyPGD(lam=0.0, **kw),
               "int_ig_adv": LossIGDiscrepancyPGD(ce_weight=1.0, lam=0.0, **kw)}.get(name, PGD(**kw))
@@ -299,22 +291,19 @@ def test_lambda_zero_reduces_to_natural_or_pgd_at(name):
 
 # -- IG-NORM / IG-SUM-NORM, seed 000's variant -----------------------------------------------------------------------
 def test_seed000_reduction_is_mean_ce_plus_the_explicit_one_over_b():
+    """IG-Norm: CE(x) + (1/B) mean_b ||IG_b||_1; IG-Sum-Norm: CE(x') + the same (5-point loss-IG, no lam)."""
     net = tiny_net()
     x, y = tiny_batch()
-    attack = AttributionNormPGD(eps=0.2, step_size=0.05, steps=2, objective="ig_norm", ig_steps=5, approx_factor=1)
-    torch.manual_seed(1)
-    loss, _ = IGNorm(net, ADAM, attack, lam=1.0, ig_steps=5, reduction="seed000").training_loss(x, y)
-    torch.manual_seed(1)
-    x_adv = attack(net, x, y)
-    norm = loss_path_ig(net, x, x_adv, y, steps=5, reduction="none").norm
-    torch.testing.assert_close(loss, F.cross_entropy(net(x), y) + norm.mean() / len(x))  # R = (1/B) mean_b ||IG_b||
-    sum_attack = LossIGDiscrepancyPGD(eps=0.2, step_size=0.05, steps=2, regulariser="ig", ce_weight=1.0, lam=1.0)
-    torch.manual_seed(1)
-    loss, logits = IGSumNorm(net, ADAM, sum_attack, beta=1.0, ig_steps=5, reduction="seed000").training_loss(x, y)
-    torch.manual_seed(1)
-    x_adv = sum_attack(net, x, y)
-    norm = loss_path_ig(net, x, x_adv, y, steps=5, reduction="none").norm
-    torch.testing.assert_close(loss, F.cross_entropy(net(x_adv), y) + norm.mean() / len(x), rtol=1e-5, atol=1e-6)
+    kw = {"eps": 0.2, "step_size": 0.05, "steps": 2}
+    for cls, attack in ((IGNorm, AttributionNormPGD(objective="ig_norm", ig_steps=5, approx_factor=1, **kw)),
+                        (IGSumNorm, LossIGDiscrepancyPGD(regulariser="ig", ce_weight=1.0, lam=1.0, **kw))):
+        torch.manual_seed(1)
+        loss, _ = cls(net, ADAM, attack, ig_steps=5, reduction="seed000").training_loss(x, y)
+        torch.manual_seed(1)
+        x_adv = attack(net, x, y)
+        norm = loss_path_ig(net, x, x_adv, y, steps=5, reduction="none").norm
+        ce = F.cross_entropy(net(x if cls is IGNorm else x_adv), y)
+        torch.testing.assert_close(loss, ce + norm.mean() / len(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="without the 1/B"):
         IGSumNorm(net, ADAM, AttributionNormPGD(objective="ig_sum_norm"), reduction="seed000")
 
@@ -347,7 +336,7 @@ class Recorder(L.Callback):
 class RecordingPGD(PGD):
     """PGD that records the (eps, step_size) it is called with."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def perturb(self, model, x, y):
         RecordingPGD.calls.append((self.eps, self.step_size))
@@ -412,12 +401,12 @@ REPRESENTATIVE = {"boopathy_mnist_natural", "boopathy_mnist_int", "boopathy_mnis
                   "boopathy_cifar10_int_adv", "boopathy_cifar10_ig_norm", "boopathy_cifar10_int2",
                   "boopathy_restricted_imagenet_int_one", "boopathy_restricted_imagenet_pgd_at"}
 SPEC = {  # spec seed_boopathy.md 1.2
-    "mnist": dict(batch=50, eps=0.3, step=0.01, steps=40, warm=2000, full=10000, lr=[1e-4], bounds=None,
-                  max_steps=110_000, arch="small"),
-    "cifar10": dict(batch=128, eps=8 / 255, step=2 / 255, steps=10, warm=5000, full=70000, lr=[1e-3, 1e-4, 1e-5],
-                    bounds=[40000, 60000], max_steps=70_200, arch="small"),
-    "restricted_imagenet": dict(batch=64, eps=0.003, step=0.1, steps=7, warm=5000, full=10000, lr=[1e-3, 1e-4, 1e-5],
-                                bounds=[8000, 16000], max_steps=-1, arch="wresnet"),
+    "mnist": {"batch": 50, "eps": 0.3, "step": 0.01, "steps": 40, "warm": 2000, "full": 10000, "lr": [1e-4],
+              "bounds": None, "max_steps": 110_000, "arch": "small"},
+    "cifar10": {"batch": 128, "eps": 8 / 255, "step": 2 / 255, "steps": 10, "warm": 5000, "full": 70000,
+                "lr": [1e-3, 1e-4, 1e-5], "bounds": [40000, 60000], "max_steps": 70_200, "arch": "small"},
+    "restricted_imagenet": {"batch": 64, "eps": 0.003, "step": 0.1, "steps": 7, "warm": 5000, "full": 10000,
+                            "lr": [1e-3, 1e-4, 1e-5], "bounds": [8000, 16000], "max_steps": -1, "arch": "wresnet"},
 }
 
 
