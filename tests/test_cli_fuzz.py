@@ -105,3 +105,15 @@ def test_bad_input_ends_with_one_clear_message(case, outcomes):
     assert code != 0, f"exit status 0 for bad input:\n{output[-2000:]}"
     assert "Traceback (most recent call last)" not in output, f"a traceback instead of a message:\n{output[-3000:]}"
     assert names in output, f"the message does not name {names!r}:\n{output[-2000:]}"
+
+
+def test_a_multirun_with_a_failing_job_finishes_the_others_and_names_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train", "-m", "data.batch_size=16,-1", "trainer.max_steps=2", "attack=[]", "data.test_subset=20",
+                   f"hydra.sweep.dir={sweep}", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback (most recent call last)" not in output
+    assert "1 job(s) of the multirun failed" in output and "job 1 (data.batch_size=-1" in output
+    assert "batch_size must be >= 1" in output
+    assert (sweep / "0" / "results.json").is_file() and (sweep / "1" / "failed.json").is_file()
+    assert "data.batch_size=16" in (sweep / "comparison.md").read_text()  # the table of the job that finished

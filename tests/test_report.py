@@ -97,7 +97,7 @@ def test_cli_and_a_directory_without_jobs(sweep, tmp_path, capsys):
 def test_multirun_callback_writes_the_report_beside_the_table(sweep):
     from omegaconf import OmegaConf
 
-    from robustxai.analysis.compare import ComparisonTableCallback
+    from robustxai.analysis.sweep_callbacks import ComparisonTableCallback
 
     ComparisonTableCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert (sweep / "comparison.md").is_file() and (sweep / "report.html").is_file()

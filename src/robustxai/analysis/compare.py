@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 # column order and the paper names of the headline metrics (RAR: NA, AA, IN, CO)
 PREFERRED = ("test/acc", "test/robust_acc/", "test/topk_intersection/", "test/kendall/", "test/spearman/")
@@ -72,21 +70,6 @@ def write_tables(sweep_dir: Path) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return markdown
-
-
-class ComparisonTableCallback(Callback):
-    """Hydra callback: after a multirun, print and save the comparison table of its jobs."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            markdown = write_tables(sweep_dir)
-        except FileNotFoundError:
-            return
-        print(f"\nComparison of the jobs in {sweep_dir} (also comparison.md / comparison.csv):\n\n{markdown}\n")
-        from robustxai.analysis.report import write_report  # the HTML report beside the table
-
-        print(f"Report with figures, curves and masking checks: {write_report(sweep_dir)}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

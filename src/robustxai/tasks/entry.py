@@ -4,7 +4,7 @@ A :class:`~robustxai.errors.UserError` (a bad value, a missing file) ends a sing
 ``Error: <message>``, and exit status 1, never a traceback; so does a ``ValueError`` raised by a library
 check that no config check caught earlier (``ROBUSTXAI_TRACEBACK=1`` shows where it was raised). Inside a multirun, a failing job (any error)
 is written to ``<job dir>/failed.json`` and to the log, the sweep goes on with the other jobs, and
-:class:`robustxai.analysis.sweep_failures.FailedJobsCallback` lists the failed jobs at the end.
+:class:`robustxai.analysis.sweep_callbacks.FailedJobsCallback` lists the failed jobs at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from robustxai.analysis.sweep_failures import FAILED_FILE
+from robustxai.analysis.sweep_callbacks import FAILED_FILE
 from robustxai.errors import UserError
 
 log = logging.getLogger("robustxai")

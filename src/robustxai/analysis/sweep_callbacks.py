@@ -1,4 +1,8 @@
-"""Hydra callback: at the end of a multirun, name every job that failed, then exit with status 1."""
+"""Hydra callbacks at the end of a multirun: the comparison table and HTML report, then the failed jobs.
+
+Hydra calls the end hooks in reverse order of ``hydra.callbacks``, so ``conf/hydra/default.yaml`` lists
+``failed_jobs`` first: it runs last, after the table of the jobs that finished, and exits with status 1.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,23 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from robustxai.analysis.compare import write_tables
+from robustxai.analysis.report import write_report
+
 FAILED_FILE = "failed.json"  # written by robustxai.tasks.entry.run_task
+
+
+class ComparisonTableCallback(Callback):
+    """Hydra callback: after a multirun, print and save the comparison table of its jobs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            markdown = write_tables(sweep_dir)
+        except FileNotFoundError:
+            return
+        print(f"\nComparison of the jobs in {sweep_dir} (also comparison.md / comparison.csv):\n\n{markdown}\n")
+        print(f"Report with figures, curves and masking checks: {write_report(sweep_dir)}\n")
 
 
 def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -34,4 +54,4 @@ class FailedJobsCallback(Callback):
         sys.exit(f"{len(failed)} job(s) of the multirun failed (the others finished):\n" + "\n".join(lines))
 
 
-__all__ = ["FailedJobsCallback", "failed_jobs"]
+__all__ = ["FAILED_FILE", "ComparisonTableCallback", "FailedJobsCallback", "failed_jobs"]
