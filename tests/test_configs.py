@@ -15,7 +15,8 @@ from tests.conftest import CONF, build_everything, run_cli
 from tests.conftest import config_options as options
 
 
-DATA_FOR = {"model=kim_vaegan_cifar": ["data=cifar10"]}  # models built for one image size only
+# components that only work with a particular partner (a model built for one image size; a generative method)
+PAIRED_WITH = {"model=kim_vaegan_cifar": ["data=cifar10"], "method=vaegan": ["model=kim_vaegan_mnist"]}
 
 
 @pytest.mark.parametrize("override", [f"data={o}" for o in options("data")] + [f"model={o}" for o in options("model")]
@@ -30,7 +31,7 @@ DATA_FOR = {"model=kim_vaegan_cifar": ["data=cifar10"]}  # models built for one 
                          + [f"experiment={o}" for o in options("experiment")])
 def test_train_config_composes_and_instantiates(override, compose_cfg):
     extra = ["method=pgd_at"] if override.startswith("method/attack") else []
-    extra += DATA_FOR.get(override, [])
+    extra += PAIRED_WITH.get(override, [])
     build_everything(compose_cfg("train", [override, *extra]))
 
 
