@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from robustxai.callbacks.masking_check import build_masking_checks, masking_results
 from robustxai.errors import ConfigError
 from robustxai.tasks.common import (build_attack_callbacks, build_components, build_datamodule, build_model,
                                     build_trainer, figure_paths, log, prepare, record_config, scalar_metrics,
@@ -39,6 +40,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model = build_model(cfg, datamodule)
         method = instantiate(cfg.method, "method", model=model)
         attack_callbacks = build_attack_callbacks(cfg, output_dir) if cfg.test else []
+        # gradient-masking sanity checks beside each PGD evaluation of the test phase (masking_checks=false: off)
+        attack_callbacks += build_masking_checks(cfg, attack_callbacks, output_dir,
+                                                 make_model=lambda: build_model(cfg, datamodule))
         loggers = build_components(cfg, "logger")
         trainer = build_trainer(cfg, attack_callbacks, loggers)
         record_config(trainer, loggers, cfg, output_dir)
@@ -55,5 +59,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_results(output_dir, metrics, task="train", **info,
                       best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
                       last_checkpoint=str(last) if last.exists() else None,
-                      images=figure_paths(attack_callbacks))
+                      images=figure_paths(attack_callbacks), masking=masking_results(attack_callbacks))
     return metrics
