@@ -14,16 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from numpy.lib.stride_tricks import sliding_window_view
-from omegaconf import open_dict
 
 from robustxai.errors import CheckpointError, ConfigError
 from robustxai.models import BoopathyNet, load_boopathy_network
 from robustxai.models.boopathy import SameConv2d, SameMaxPool2d, tf_same_padding
 from robustxai.models.importers.boopathy import RefusedGlobal, read_boopathy_file
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 
 NETWORKS = ROOT.parent / "shared" / "models" / "boopathy-networks"
 FILES = sorted(p.name for p in NETWORKS.glob("*.pkl")) if NETWORKS.is_dir() else []
@@ -328,21 +325,13 @@ def test_model_config_loads_a_released_network(tmp_path):
     from robustxai.utils.config import validate_config
 
     path = released("mnist_smallgap_normal_100.pkl")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=boopathy_small", f"model.weights={path}"])
-    with open_dict(cfg):
-        cfg.paths.output_dir, cfg.paths.data_dir = str(tmp_path), str(tmp_path / "data")
+    cfg = compose_config("train", ["model=boopathy_small", f"model.weights={path}"], tmp_path)
     validate_config(cfg)
     model = build_model(cfg, build_datamodule(cfg))
     reference = load_boopathy_network(path)
     assert isinstance(model, BoopathyNet) and model.arch == "small"
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=boopathy_pool", f"model.weights={path}"])
-    with open_dict(cfg):
-        cfg.paths.output_dir, cfg.paths.data_dir = str(tmp_path), str(tmp_path / "data")
+    cfg = compose_config("train", ["model=boopathy_pool", f"model.weights={path}"], tmp_path)
     with pytest.raises(ConfigError, match="invalid config at `model`: .* holds a 'small' network, not 'pool': "
                                           "use model=boopathy_small"):
         build_model(cfg, build_datamodule(cfg))

@@ -10,11 +10,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from robustxai.attacks import PGD
@@ -27,18 +25,13 @@ from robustxai.models import KimCIFARCNN, KimMNISTCNN, KimToyMLP
 from robustxai.tasks.analyze import build_study
 from robustxai.tasks.common import build_datamodule, build_model
 from robustxai.utils.config import validate_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 
 CONF = ROOT / "conf"
 
 
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return compose_config(config_name, overrides, tmp_path)
 
 
 # -- networks (spec 1.2) ------------------------------------------------------------------------------
@@ -347,9 +340,7 @@ def test_kim_update_keeps_budget_and_box(norm, eps, step, random_start, loss, se
 # -- the seed's training grids (spec 1.5) as experiments ------------------------------------------------------
 def sweep_jobs(experiment: str) -> list[list[str]]:
     """The override list of every job ``-m experiment=<experiment>`` launches (Hydra's basic sweeper)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    cfg = compose_config("train", [f"experiment={experiment}"], return_hydra_config=True)
     params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
     overrides = OverridesParser.create().parse_overrides([f"experiment={experiment}", *params])
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]

@@ -27,8 +27,8 @@ from robustxai.attacks import PGD
 from robustxai.data import DigitsDataModule
 from robustxai.models import SmallCNN
 from robustxai.models.vaegan import KimVAEGAN
+from tests.conftest import ROOT, compose_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the KDE ----------------------------------------------------------------------------------------
@@ -212,16 +212,14 @@ def test_study_refuses_bad_settings(checkpoints):
 def test_config_composes_and_builds_the_study(checkpoints, tmp_path):
     if not (ROOT / "conf" / "analyze.yaml").is_file():
         pytest.skip("conf/analyze.yaml (the analyze entry point) is not in this checkout")
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from robustxai.utils.config import instantiate, validate_config
 
     classifiers = [{"name": "standard", "eps": 0.0, "ckpt_path": str(checkpoints["standard"]), "model": SMALL}]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("analyze", overrides=["study=manifold_distance", f"study.vaegan_ckpt={checkpoints['flat']}",
-                                            "study.n_images=12", "study.attack.steps=2", "study.device=cpu",
-                                            "study.progress=false"])
+    cfg = compose_config("analyze", ["study=manifold_distance", f"study.vaegan_ckpt={checkpoints['flat']}",
+                                     "study.n_images=12", "study.attack.steps=2", "study.device=cpu",
+                                     "study.progress=false"])
     assert cfg.study.attack.eps == 6.0 and cfg.study.attack.step_size == 1.0  # the seed's 12 and 2, halved
     assert cfg.study.data.test_subset == 12
     with open_dict(cfg):

@@ -9,11 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from omegaconf import open_dict
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -31,7 +28,7 @@ from robustxai.data.streaming import StreamingLoader
 from robustxai.errors import DatasetError
 from robustxai.tasks.common import build_datamodule, build_model
 from robustxai.utils.config import instantiate, validate_config
-from tests.conftest import ROOT
+from tests.conftest import compose_config
 
 # ImageNet index -> super-class, written out by hand from the ranges (both ends and inside), and dropped neighbours
 EXPECTED = {30: 2, 32: 2, 33: 3, 37: 3, 80: 4, 100: 4, 118: 7, 121: 7, 151: 0, 200: 0, 268: 0, 281: 1, 285: 1,
@@ -247,13 +244,7 @@ def test_the_streaming_loader_resumes_mid_epoch_with_the_same_pixels(tree):
 
 # -- configs ---------------------------------------------------------------------------------------------
 def _compose(config: str, overrides: list[str], tmp_path: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name=config, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
+    return compose_config(config, overrides, tmp_path)
 
 
 def test_the_restricted_imagenet_configs_compose_and_build_without_data(tmp_path):
