@@ -42,7 +42,7 @@ def test_eval_takes_data_threat_and_model_from_the_training_run(tmp_path):
     report = json.loads((eval_dir / "results.json").read_text())
     assert report["from_training_run"] == ["data", "threat", "model"]
     used = yaml.safe_load((eval_dir / "config.yaml").read_text())
-    assert used["model"]["_target_"] == "robustxai.models.MadryCNN" and used["data"]["val_size"] == 100
+    assert used["model"]["_target_"] == "robustxai.models.madry_cnn.MadryCNN" and used["data"]["val_size"] == 100
     assert used["data"]["test_subset"] == 40 and used["attack"]["pgd"]["eps"] == 0.05  # overrides on top
     assert report["metrics"]["test/max_linf/pgd"] <= 0.05 + 1e-6
 

@@ -189,7 +189,7 @@ def test_train_offline_run_files_hold_metrics_config_and_images(tmp_path, trap):
     assert run["name"] and "logger=wandb" in run["name"]  # the job's overrides
     # the resolved config: targets, interpolations filled in (threat model -> attack eps, run dir)
     config = run["config"]
-    assert config["method"]["_target_"] == "robustxai.methods.NaturalTraining"
+    assert config["method"]["_target_"] == "robustxai.methods.natural.NaturalTraining"
     assert config["attack"]["pgd"]["eps"] == 0.1 and config["data"]["test_subset"] == 50
     assert config["paths"]["output_dir"] == str(run_dir)
     assert "wandb sync" in proc.stdout + proc.stderr
@@ -206,6 +206,6 @@ def test_multirun_without_key_or_wandb_mode_is_offline_one_run_per_job(tmp_path,
         assert run["group"] == "sweep"
     assert runs[0]["id"] != runs[1]["id"]
     assert "method=natural" in runs[0]["name"] and "method=pgd_at" in runs[1]["name"]
-    assert runs[0]["config"]["method"]["_target_"] == "robustxai.methods.NaturalTraining"
+    assert runs[0]["config"]["method"]["_target_"] == "robustxai.methods.natural.NaturalTraining"
     assert runs[1]["config"]["method"]["_target_"] == "robustxai.methods.pgd_at.PGDAdversarialTraining"
     assert trap.connections == 0

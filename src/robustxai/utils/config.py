@@ -116,7 +116,8 @@ def check_optimizer(key: str, node: DictConfig) -> None:
     try:
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"invalid config at `{key}`: {err}") from err
+        values = ", ".join(f"{k}={v}" for k, v in node.items() if not str(k).startswith("_"))
+        raise ConfigError(f"invalid config at `{key}` ({values}): {err}") from err
 
 
 def validate_config(cfg: DictConfig) -> None:
