@@ -399,7 +399,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("boopathy_*.yaml
 # one experiment per (dataset, kind of method) by default (composition costs ~0.4 s each); all of them with -m slow
 REPRESENTATIVE = {"boopathy_mnist_natural", "boopathy_mnist_int", "boopathy_mnist_int_ig_adv", "boopathy_mnist_ig_sum_norm",
                   "boopathy_cifar10_int_adv", "boopathy_cifar10_ig_norm", "boopathy_cifar10_int2",
-                  "boopathy_restricted_imagenet_int_one", "boopathy_restricted_imagenet_pgd_at"}
+                  "boopathy_restricted_imagenet_int_one", "boopathy_restricted_imagenet_pgd_at", "boopathy_mnist_trades"}
 SPEC = {  # spec seed_boopathy.md 1.2
     "mnist": {"batch": 50, "eps": 0.3, "step": 0.01, "steps": 40, "warm": 2000, "full": 10000, "lr": [1e-4],
               "bounds": None, "max_steps": 110_000, "arch": "small"},
@@ -443,14 +443,15 @@ def test_every_boopathy_experiment_composes_and_builds_with_the_spec_numbers(exp
         assert (m.eps_warmup_steps, m.eps_ramp_steps, m.eps_ramp_step_size) == (s["warm"] + 1, s["full"] - s["warm"],
                                                                                  False)
         a = m.attack
-        assert (a.eps, a.step_size, a.steps, a.random_start) == (pytest.approx(s["eps"]), pytest.approx(s["step"]),
-                                                                 s["steps"], True)
+        start = a.start == "uniform" if method_name == "trades" else a.random_start  # TRADES: the seed's U(-eps, eps)
+        assert (a.eps, a.step_size, a.steps, start) == (pytest.approx(s["eps"]), pytest.approx(s["step"]),
+                                                        s["steps"], True)
     if method_name.startswith("int"):
         assert m.lam == 0.01
     expected_attack = {"int": "CAMDiscrepancyPGD", "int_one": "CAMDiscrepancyPGD", "int_adv": "CAMDiscrepancyPGD",
                        "int2": "PGD", "int2_adv": "PGD", "pgd_at": "PGD", "int_ig": "LossIGDiscrepancyPGD",
                        "int_ig_adv": "LossIGDiscrepancyPGD", "ig_norm": "LossIGDiscrepancyPGD",
-                       "ig_sum_norm": "LossIGDiscrepancyPGD"}.get(method_name)
+                       "ig_sum_norm": "LossIGDiscrepancyPGD", "trades": "TradesKL"}.get(method_name)
     model = BoopathyNet(s["arch"] if dataset != "restricted_imagenet" else "small",
                         3 if dataset != "mnist" else 1, 9 if dataset == "restricted_imagenet" else 10)
     method = instantiate(m, "method", model=model)

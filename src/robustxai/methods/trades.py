@@ -21,8 +21,9 @@ class TRADES(AdversarialMethod):
 
     def __init__(self, model: nn.Module, optimizer: OptimizerFactory, attack: Attack, beta: float = 1.0,
                  scheduler: SchedulerFactory | None = None, scheduler_interval: str = "epoch",
-                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0) -> None:
-        super().__init__(model, optimizer, attack, scheduler, scheduler_interval, eps_warmup_steps, eps_ramp_steps)
+                 eps_warmup_steps: int = 0, eps_ramp_steps: int = 0, eps_ramp_step_size: bool = True) -> None:
+        super().__init__(model, optimizer, attack, scheduler, scheduler_interval, eps_warmup_steps, eps_ramp_steps,
+                         eps_ramp_step_size)
         check_range("beta", beta, low=0.0)
         self.beta = beta
 
