@@ -3,9 +3,11 @@
 One pass per map pair, the maps shared among threads: the (a, b) value pairs are sorted by an LSD
 radix sort of one packed 64-bit key per pair (32-bit values: float32, int32 and what converts to
 them exactly), b's bytes first, so half way through the pairs are in b order and b is replaced by
-its dense rank; the discordant pairs are then counted with a Fenwick tree over those ranks, in
-(a, b) order. 64-bit values (float64, int64) take a merge sort of the key pairs and a counting
-merge sort of b instead. Ties in a, in b and in both come from run lengths of the sorted keys.
+its dense rank. In (a, b) order each pair then takes its rank's next b-order position, so the
+discordant pairs are the inversions of a permutation, counted with a bitmap of 64-bit words and a
+Fenwick tree of word counts (a popcount and a few tree steps per pair). 64-bit values (float64,
+int64) take a merge sort of the key pairs and a counting merge sort of b instead. Ties in a, in b
+and in both come from run lengths of the sorted keys; the NaN check is part of the key pass.
 
 The shared library is cached under ``$ROBUSTXAI_CACHE_DIR`` (default ``~/.cache/robustxai``),
 named by a hash of its source, compiler and flags. Where no compiler is found, the build fails,
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 MIN_ELEMENTS_PER_THREAD = 1 << 15  # below this a call stays on one thread (starting one costs ~30 us)
 
 SOURCE = r"""
-// Kendall tau-b counts per map pair: tied pairs in a, in b, in both, and discordant pairs.
+// Kendall tau-b counts per map pair: tied pairs in a, in b, in both, discordant pairs, and 1 if a value is NaN.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -59,6 +61,9 @@ inline uint64_t okey(double x) {
   return (u >> 63) ? ~u : (u | (1ull << 63));
 }
 inline uint64_t okey(int64_t x) { return static_cast<uint64_t>(x) ^ (1ull << 63); }
+
+template <class T>
+inline bool is_nan(T x) { return x != x; }  // false for the integer types
 
 struct Wide {
   uint64_t a, b;
@@ -127,7 +132,12 @@ void row_wide(const T* a, const T* b, int64_t d, int64_t* out, uint64_t* scratch
   Wide* tmp = keys + d;
   uint64_t* bs = scratch + 4 * d;
   uint64_t* btmp = bs + d;
-  for (int64_t i = 0; i < d; ++i) keys[i] = Wide{okey(a[i]), okey(b[i])};
+  bool nan = false;
+  for (int64_t i = 0; i < d; ++i) {
+    keys[i] = Wide{okey(a[i]), okey(b[i])};
+    nan |= is_nan(a[i]) | is_nan(b[i]);
+  }
+  out[4] = nan;
   sort_inversions(keys, tmp, d);
   out[0] = tied_pairs(d, [&](int64_t i) { return keys[i].a == keys[i - 1].a; });
   out[2] = tied_pairs(d, [&](int64_t i) { return keys[i].a == keys[i - 1].a && keys[i].b == keys[i - 1].b; });
@@ -136,21 +146,34 @@ void row_wide(const T* a, const T* b, int64_t d, int64_t* out, uint64_t* scratch
   out[1] = tied_pairs(d, [&](int64_t i) { return bs[i] == bs[i - 1]; });
 }
 
-// pairs i < j of the sequence with rank[i] > rank[j] (ranks 0..size-1): a Fenwick tree of counts,
-// one query and one update per run of equal ranks
-template <class C>
-int64_t discordant_pairs(const uint64_t* keys, int64_t d, uint32_t size, C* tree) {
-  std::memset(tree, 0, (static_cast<size_t>(size) + 1) * sizeof(C));
+// pairs i < j of the sequence with rank[i] > rank[j]. Each element takes a distinct position in
+// 0..d-1: its rank's next free b-order position (`first`, advanced as used), so equal ranks never
+// count; the positions taken so far are a bitmap of 64-bit words with a Fenwick tree of word counts.
+// A run of equal keys (tied in a and in b) takes consecutive positions: one query for the run
+int64_t discordant_pairs(const uint64_t* keys, int64_t d, uint32_t* first, uint64_t* scratch) {
+  const uint32_t words = static_cast<uint32_t>((d + 63) >> 6);
+  uint64_t* bits = scratch;
+  uint32_t* tree = reinterpret_cast<uint32_t*>(bits + words);  // 1-based, words + 1 entries
+  std::memset(bits, 0, words * sizeof(uint64_t));
+  std::memset(tree, 0, (words + 1) * sizeof(uint32_t));
   int64_t discordant = 0;
   for (int64_t j = 0; j < d;) {
-    const uint32_t rank = static_cast<uint32_t>(keys[j]);
+    const uint64_t key = keys[j];
     int64_t e = j + 1;
-    while (e < d && static_cast<uint32_t>(keys[e]) == rank) ++e;
-    const uint32_t v = rank + 1;
-    int64_t below = 0;  // earlier pairs ranked <= rank
-    for (uint32_t x = v; x > 0; x &= x - 1) below += tree[x];
-    discordant += (e - j) * (j - below);
-    for (uint32_t x = v; x <= size; x += x & (~x + 1)) tree[x] += static_cast<C>(e - j);
+    while (e < d && keys[e] == key) ++e;
+    const uint32_t rank = static_cast<uint32_t>(key), length = static_cast<uint32_t>(e - j);
+    uint32_t v = first[rank];
+    first[rank] = v + length;
+    int64_t below = __builtin_popcountll(bits[v >> 6] & ((1ull << (v & 63)) - 1));  // taken positions < v
+    for (uint32_t x = v >> 6; x > 0; x &= x - 1) below += tree[x];
+    discordant += static_cast<int64_t>(length) * (j - below);
+    for (uint32_t left = length; left > 0;) {  // take positions v .. v + length - 1
+      const uint32_t offset = v & 63, take = std::min(left, 64 - offset);
+      bits[v >> 6] |= (take == 64 ? ~0ull : (1ull << take) - 1) << offset;
+      for (uint32_t x = (v >> 6) + 1; x <= words; x += x & (~x + 1)) tree[x] += take;
+      v += take;
+      left -= take;
+    }
     j = e;
   }
   return discordant;
@@ -164,11 +187,14 @@ void row_packed(const T* a, const T* b, int64_t d, int64_t* out, uint64_t* scrat
   uint64_t* tmp = keys + d;
   uint32_t hist[8][256];
   std::memset(hist, 0, sizeof(hist));
+  bool nan = false;
   for (int64_t i = 0; i < d; ++i) {
     const uint64_t k = (static_cast<uint64_t>(okey(a[i])) << 32) | okey(b[i]);
     keys[i] = k;
+    nan |= is_nan(a[i]) | is_nan(b[i]);
     for (int r = 0; r < 8; ++r) ++hist[r][(k >> (8 * r)) & 255];
   }
+  out[4] = nan;
   uint64_t* src = keys;
   uint64_t* dst = tmp;
   auto pass = [&](int r) {
@@ -188,28 +214,38 @@ void row_packed(const T* a, const T* b, int64_t d, int64_t* out, uint64_t* scrat
     std::swap(src, dst);
   };
   for (int r = 0; r < 4; ++r) pass(r);
+  // b order: b becomes its dense rank, and each rank's first b-order position is kept
+  uint32_t* first = reinterpret_cast<uint32_t*>(scratch + 2 * d);
   const uint64_t high = 0xFFFFFFFF00000000ull;
   int64_t ties_b = 0, run = 1;
   uint32_t rank = 0, previous = static_cast<uint32_t>(src[0]);
   src[0] &= high;
+  first[0] = 0;
   for (int64_t i = 1; i < d; ++i) {
     const uint32_t current = static_cast<uint32_t>(src[i]);
     if (current == previous) {
       ties_b += run++;
     } else {
-      ++rank;
+      first[++rank] = static_cast<uint32_t>(i);
       run = 1;
       previous = current;
     }
     src[i] = (src[i] & high) | rank;
   }
   for (int r = 4; r < 8; ++r) pass(r);
-  out[0] = tied_pairs(d, [&](int64_t i) { return (src[i] >> 32) == (src[i - 1] >> 32); });
+  int64_t ties_a = 0, ties_ab = 0, run_a = 1, run_ab = 1;  // one pass for the ties in a and in both
+  for (int64_t i = 1; i < d; ++i) {
+    const uint64_t x = src[i] ^ src[i - 1];
+    const bool same_a = (x >> 32) == 0, same_ab = x == 0;
+    ties_a += same_a ? run_a : 0;
+    run_a = same_a ? run_a + 1 : 1;
+    ties_ab += same_ab ? run_ab : 0;
+    run_ab = same_ab ? run_ab + 1 : 1;
+  }
+  out[0] = ties_a;
   out[1] = ties_b;
-  out[2] = tied_pairs(d, [&](int64_t i) { return src[i] == src[i - 1]; });
-  void* tree = dst;  // the other buffer is free now
-  out[3] = d < 65536 ? discordant_pairs(src, d, rank + 1, static_cast<uint16_t*>(tree))
-                     : discordant_pairs(src, d, rank + 1, static_cast<uint32_t*>(tree));
+  out[2] = ties_ab;
+  out[3] = discordant_pairs(src, d, first, scratch + 3 * d);
 }
 
 inline void row(const float* a, const float* b, int64_t d, int64_t* o, uint64_t* s) { row_packed(a, b, d, o, s); }
@@ -225,9 +261,10 @@ void rows(const T* a, const T* b, int64_t n, int64_t d, int64_t* out, int thread
     std::vector<uint64_t> scratch(6 * static_cast<size_t>(d) + 2);
     for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
       if (d < 2) {
-        std::fill(out + 4 * i, out + 4 * i + 4, 0);
+        std::fill(out + 5 * i, out + 5 * i + 5, 0);
+        for (int64_t j = 0; j < d; ++j) out[5 * i + 4] |= is_nan(a[i * d + j]) | is_nan(b[i * d + j]);
       } else {
-        row(a + i * d, b + i * d, d, out + 4 * i, scratch.data());
+        row(a + i * d, b + i * d, d, out + 5 * i, scratch.data());
       }
     }
   };
@@ -246,7 +283,7 @@ void rows(const T* a, const T* b, int64_t n, int64_t d, int64_t* out, int thread
 }  // namespace
 
 extern "C" {
-int kendall_kernel_version() { return 1; }
+int kendall_kernel_version() { return 2; }
 void kendall_counts_f32(const float* a, const float* b, int64_t n, int64_t d, int64_t* out, int threads) {
   rows(a, b, n, d, out, threads);
 }
@@ -344,10 +381,11 @@ def supports(a: Tensor) -> bool:
 
 
 def kendall_counts(a: Tensor, b: Tensor, threads: int | None = None) -> Tensor | None:
-    """(N, 4) int64 counts [tied in a, tied in b, tied in both, discordant] of (N, D) maps; None if unsupported.
+    """(N, 5) int64 [tied in a, tied in b, tied in both, discordant, 1 if a or b holds a NaN] of (N, D) maps.
 
+    None where the kernel does not take the maps (see :func:`supports`) or is unavailable.
     ``threads`` defaults to ``torch.get_num_threads()``; small batches stay on one thread.
-    NaN values get an arbitrary but consistent order (the caller masks those maps).
+    NaN values get an arbitrary but consistent order; the fifth column lets the caller mask those maps.
     """
     if not (supports(a) and supports(b)) or (lib := load()) is None:
         return None
@@ -359,7 +397,7 @@ def kendall_counts(a: Tensor, b: Tensor, threads: int | None = None) -> Tensor |
     a = a.detach().to(kind).contiguous()
     b = b.detach().to(kind).contiguous()
     n, d = a.shape
-    out = torch.empty(n, 4, dtype=torch.int64)
+    out = torch.empty(n, 5, dtype=torch.int64)
     if threads is None:
         threads = torch.get_num_threads()
     threads = max(1, min(threads, n, (n * d) // MIN_ELEMENTS_PER_THREAD))

@@ -8,6 +8,8 @@ as in scipy. Rank statistics are exact in any floating dtype: values are only co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -128,7 +130,8 @@ def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     counts = _kendall_kernel.kendall_counts(a, b)
     if counts is None:
         return _kendall_tau_eager(a, b)
-    return _tau_from_counts(counts.unbind(1), a, b)
+    *pair_counts, has_nan = counts.unbind(1)
+    return _tau_from_counts(pair_counts, a, has_nan.bool())
 
 
 def _kendall_tau_eager(a: Tensor, b: Tensor) -> Tensor:
@@ -150,21 +153,21 @@ def _kendall_counts_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor, 
     return ties_a, ties_b, ties_ab, permutation_inversions(perm)
 
 
-def _tau_from_counts(counts: tuple[Tensor, ...], a: Tensor, b: Tensor) -> Tensor:
-    """tau-b from the four pair counts of :func:`_kendall_counts_rows`; NaN where undefined."""
+def _tau_from_counts(counts: Sequence[Tensor], a: Tensor, has_nan: Tensor) -> Tensor:
+    """tau-b from the four pair counts of :func:`_kendall_counts_rows`; NaN where undefined or ``has_nan``."""
     ties_a, ties_b, ties_ab, discordant = counts
     d = a.shape[1]
     total = d * (d - 1) // 2
     numerator = (total - ties_a - ties_b + ties_ab - 2 * discordant).double()
     denominator = ((total - ties_a).double() * (total - ties_b).double()).sqrt()
     tau = (numerator / denominator).clamp(-1.0, 1.0)
-    undefined = (ties_a == total) | (ties_b == total) | _has_nan(a) | _has_nan(b)
+    undefined = (ties_a == total) | (ties_b == total) | has_nan
     tau = torch.where(undefined, torch.full_like(tau, float("nan")), tau)
     return tau.to(_result_dtype(a))
 
 
 def _kendall_tau_rows(a: Tensor, b: Tensor) -> Tensor:
-    return _tau_from_counts(_kendall_counts_rows(a, b), a, b)
+    return _tau_from_counts(_kendall_counts_rows(a, b), a, _has_nan(a) | _has_nan(b))
 
 
 def average_ranks(x: Tensor) -> Tensor:
