@@ -35,18 +35,36 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float() / 255
 
 
+def assert_same_png(got: np.ndarray, ref: np.ndarray, name: str) -> None:
+    """Equal 8-bit images, up to a value on a rounding boundary moving one grey level.
+
+    The float32 reductions run in a CPU-dependent order, so a pixel that lands at k + 0.5 grey
+    levels can round either way (one value in 3,072 on an Intel Xeon, none on an AMD EPYC);
+    more than 3 such values, or any difference above one level, is a real change.
+    """
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).sum() <= 3, f"{name} differs: {(diff > 0).sum()} values, max {diff.max()}"
+
+
+def require_prebuilt(name: str) -> Path:
+    """The seed's released network file, or skip the test where this checkout has no ../shared copy."""
+    path = PREBUILT / f"resnet44-{name}.pt"
+    if not path.is_file() or not EXAMPLES.is_dir():
+        pytest.skip(f"seed prebuilt files not available ({PREBUILT})")
+    return path
+
+
 def net(name: str) -> torch.nn.Module:
     from robustxai.models.woods_resnet import woods_resnet_from_file
 
-    if not (PREBUILT / f"resnet44-{name}.pt").is_file() or not EXAMPLES.is_dir():
-        pytest.skip("seed prebuilt files not available")
-    return woods_resnet_from_file(PREBUILT / f"resnet44-{name}.pt")
+    return woods_resnet_from_file(require_prebuilt(name))
 
 
 def readme_explanations(tmp_path: Path, i: int, **settings: object) -> list[np.ndarray]:
     """The seed's github-prebuilt-images: test images 2, 5, 8, 9 explained toward their labels, as PNGs."""
+    model = net(NETS[i])
     x = torch.stack([as_tensor(png(EXAMPLES / f"prebuilt_orig_{j}.png")) for j in range(4)])
-    expl = explain_toward(net(NETS[i]), x, README_IMAGES, ExplainSettings(**settings))
+    expl = explain_toward(model, x, README_IMAGES, ExplainSettings(**settings))
     out = []
     for j in range(4):
         save_image(expl[j], tmp_path / f"prebuilt_{i}_{j}.png")
@@ -55,9 +73,9 @@ def readme_explanations(tmp_path: Path, i: int, **settings: object) -> list[np.n
 
 
 @pytest.mark.parametrize("i", [2, 3])
-def test_robust_nets_reproduce_the_readme_explanations_bit_for_bit(tmp_path: Path, i: int) -> None:
+def test_robust_nets_reproduce_the_readme_explanations(tmp_path: Path, i: int) -> None:
     for j, got in enumerate(readme_explanations(tmp_path, i, sanity_check="error")):
-        assert np.array_equal(got, png(EXAMPLES / f"prebuilt_{i}_{j}.png")), f"prebuilt_{i}_{j}.png differs"
+        assert_same_png(got, png(EXAMPLES / f"prebuilt_{i}_{j}.png"), f"prebuilt_{i}_{j}.png")
 
 
 @pytest.mark.slow
@@ -74,8 +92,9 @@ def test_relu_nets_match_the_readme_explanations_visually(tmp_path: Path, i: int
 
 
 def test_explain_of_test_image_0_with_the_all_net_reproduces_all_12_files(tmp_path: Path) -> None:
+    model = net("all")
     x = as_tensor(png(EXAMPLES / "_input.png"))[None]
-    e, = explain_images(net("all"), x, torch.tensor([3]), ExplainSettings(sanity_check="error"), [0])
+    e, = explain_images(model, x, torch.tensor([3]), ExplainSettings(sanity_check="error"), [0])
     write_explanation(e, tmp_path, CLASS_NAMES, grid=True)
     folder = tmp_path / "0-cat"
     names = sorted(p.name for p in folder.iterdir())
@@ -83,7 +102,7 @@ def test_explain_of_test_image_0_with_the_all_net_reproduces_all_12_files(tmp_pa
     assert names == sorted(["_input.png"] + seed_file_names(e, CLASS_NAMES))
     for name in names:  # the seed's github-copy-example-output renames
         ref = "_second.png" if "_second_" in name else name.split("_was_")[0].removesuffix(".png") + ".png"
-        assert np.array_equal(png(folder / name), png(EXAMPLES / ref)), name
+        assert_same_png(png(folder / name), png(EXAMPLES / ref), name)
     assert (tmp_path / "0-cat.png").is_file()
 
 
